@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules (tools/gen_proto.py); never edit by hand."""

@@ -1,0 +1,47 @@
+"""Admin listener: liveness, readiness and Prometheus metrics.
+
+``/healthz`` answers while the process runs and says which implementation is active;
+``/readyz`` is 503 while draining or while the replay store cannot take reservations (the
+gateway then rejects every request, since the replay store fails closed); ``/metrics`` is the
+instance's Prometheus registry. Bind it to a private address: it is not for clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgeward import __version__
+from edgeward.metrics import GatewayMetrics
+
+__all__ = ("make_admin_app",)
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def make_admin_app(metrics: GatewayMetrics, readiness: ReadinessCheck, implementation: str) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        return _json({"status": "ok", "version": __version__, "implementation": implementation})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = await readiness()
+        ready = all(checks.values())
+        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    async def metrics_page(_request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(metrics.registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    return app

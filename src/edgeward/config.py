@@ -1,0 +1,185 @@
+"""Settings from ``EDGEWARD_*`` environment variables and matching CLI flags.
+
+Every setting is declared once, as a dataclass field whose metadata names its parser and help.
+The environment is read first, then CLI flags override it; every bad value is reported, all at
+once, in a ``ConfigError`` naming the variable, so an operator fixes a deployment in one pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from edgeward.budgets import Limit, parse_limit
+
+__all__ = (
+    "Address",
+    "ConfigError",
+    "GatewaySettings",
+    "add_arguments",
+    "load",
+    "setting",
+)
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid; ``errors`` holds one line per bad value."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(errors))
+        self.errors = errors
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Address:
+    """A TCP listen or connect address."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected HOST:PORT")
+        host = host.strip("[]")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValueError("port is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ValueError("port must be 0..65535")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _redis_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return text
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("not an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def setting(default: T, parse: Callable[[str], Any], help: str) -> T:
+    """Declare a settings field: its default, how to parse its text, and its help line."""
+    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """The gateway's settings; docs/configuration.md lists them with their defaults."""
+
+    grpc_addr: Address = setting(Address("127.0.0.1", 50051), Address.parse, "gRPC listener (HOST:PORT)")
+    public_http_addr: Address = setting(
+        Address("127.0.0.1", 8080), Address.parse, "public auth HTTP listener (HOST:PORT)"
+    )
+    admin_http_addr: Address = setting(
+        Address("127.0.0.1", 9090), Address.parse, "admin listener: /healthz, /readyz, /metrics"
+    )
+    backend_base_url: str = setting("http://127.0.0.1:8700", _url, "backend REST base URL")
+    backend_push_addr: Address = setting(
+        Address("127.0.0.1", 8701), Address.parse, "backend Push gRPC address (HOST:PORT)"
+    )
+    redis_url: str | None = setting(None, _redis_url, "Redis for the replay store; unset: embedded in-memory")
+    signing_key_file: str | None = setting(
+        None, _text, "gateway Ed25519 seed file (base64); unset: an ephemeral key, with a warning"
+    )
+    freshness_window_ms: int = setting(300_000, _int_in(1_000, 3_600_000), "accepted client clock skew")
+    routes_file: str | None = setting(None, _text, "JSON route table; unset: the built-in routes")
+    backend_timeout_ms: int = setting(5_000, _int_in(10, 600_000), "timeout of one backend call")
+    max_payload_bytes: int = setting(65_536, _int_in(0, 16 * 1024 * 1024), "largest payload_bytes accepted")
+    session_cache_size: int = setting(100_000, _int_in(1, 100_000_000), "device sessions kept in memory")
+    session_cache_ttl_ms: int = setting(60_000, _int_in(100, 86_400_000), "how long a session record is trusted")
+    session_negative_ttl_ms: int = setting(5_000, _int_in(0, 3_600_000), "how long an unknown id is remembered")
+    replay_memory_max_entries: int = setting(
+        1_000_000, _int_in(1, 100_000_000), "capacity of the embedded replay store"
+    )
+    budget_ip: Limit | None = setting(Limit(200, 400), parse_limit, "commands per client IP: RATE:BURST or off")
+    budget_session: Limit | None = setting(Limit(50, 100), parse_limit, "commands per device session")
+    budget_user: Limit | None = setting(Limit(100, 200), parse_limit, "commands per user, all devices")
+    budget_message_type: Limit | None = setting(
+        Limit(50, 100), parse_limit, "commands per (user, message type)"
+    )
+    public_max_body_bytes: int = setting(8_192, _int_in(64, 1_048_576), "largest public auth request body")
+    log_level: str = setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+
+
+def _env_name(prefix: str, name: str) -> str:
+    return f"{prefix}{name.upper()}"
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Any], prefix: str = "EDGEWARD_") -> None:
+    """Add one ``--flag`` per field of ``cls``; a flag left out keeps the environment's value."""
+    for f in dataclasses.fields(cls):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar="VALUE",
+            help=f"{f.metadata['help']} [{_env_name(prefix, f.name)}, default {f.default}]",
+        )
+
+
+def load(
+    cls: type[T],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+    prefix: str = "EDGEWARD_",
+) -> T:
+    """Build ``cls`` from ``env`` (default ``os.environ``) then ``overrides`` (parsed CLI flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = _env_name(prefix, f.name)
+        text = (overrides or {}).get(f.name)
+        source = "--" + f.name.replace("_", "-")
+        if text is None:
+            text, source = env.get(name), name
+        if text is None or text == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](text)
+        except ValueError as exc:
+            errors.append(f"{source}={text!r}: {exc}")
+    if errors:
+        raise ConfigError(errors)
+    return cls(**values)

@@ -1,0 +1,61 @@
+"""Stable rejection reason codes: the only source of the strings clients match on.
+
+Each reason carries the gRPC status code the contract assigns to it (docs/protocol.md §3).
+A rejection anywhere in the gateway is a ``Rejection`` exception; the gRPC layer turns it into
+a status whose message is the reason code and whose details carry ``google.rpc.ErrorInfo``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+__all__ = ("Reason", "Rejection")
+
+
+class Reason(enum.Enum):
+    """A rejection reason: ``value`` is the wire string, ``code`` the gRPC status code."""
+
+    INVALID_ENVELOPE = ("invalid_envelope", grpc.StatusCode.INVALID_ARGUMENT)
+    UNSUPPORTED_PROTOCOL_VERSION = ("unsupported_protocol_version", grpc.StatusCode.INVALID_ARGUMENT)
+    PAYLOAD_TOO_LARGE = ("payload_too_large", grpc.StatusCode.INVALID_ARGUMENT)
+    PAYLOAD_HASH_MISMATCH = ("payload_hash_mismatch", grpc.StatusCode.INVALID_ARGUMENT)
+    SESSION_NOT_FOUND = ("session_not_found", grpc.StatusCode.UNAUTHENTICATED)
+    INVALID_SIGNATURE = ("invalid_signature", grpc.StatusCode.UNAUTHENTICATED)
+    SESSION_REVOKED = ("session_revoked", grpc.StatusCode.FAILED_PRECONDITION)
+    STALE_REQUEST = ("stale_request", grpc.StatusCode.FAILED_PRECONDITION)
+    REPLAYED_REQUEST = ("replayed_request", grpc.StatusCode.ALREADY_EXISTS)
+    RATE_LIMITED = ("rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED)
+    SLOW_CONSUMER = ("slow_consumer", grpc.StatusCode.RESOURCE_EXHAUSTED)
+    UNKNOWN_MESSAGE_TYPE = ("unknown_message_type", grpc.StatusCode.UNIMPLEMENTED)
+    BACKEND_UNAVAILABLE = ("backend_unavailable", grpc.StatusCode.UNAVAILABLE)
+    REPLAY_STORE_UNAVAILABLE = ("replay_store_unavailable", grpc.StatusCode.UNAVAILABLE)
+    SHUTTING_DOWN = ("shutting_down", grpc.StatusCode.UNAVAILABLE)
+    BACKEND_TIMEOUT = ("backend_timeout", grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    def __init__(self, wire: str, code: grpc.StatusCode) -> None:
+        self.wire = wire
+        self.code = code
+
+
+class Rejection(Exception):
+    """A request refused with a stable reason.
+
+    ``metadata`` goes into ``ErrorInfo.metadata`` (``field`` for invalid_envelope,
+    ``server_time_ms`` for stale_request); ``retry_after_ms`` becomes ``google.rpc.RetryInfo``.
+    """
+
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str = "",
+        *,
+        metadata: dict[str, str] | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(f"{reason.wire}: {detail}" if detail else reason.wire)
+        self.reason = reason
+        self.detail = detail
+        self.metadata = metadata or {}
+        self.retry_after_ms = retry_after_ms

@@ -1,0 +1,284 @@
+"""The replay store: step 6 of the request flow (docs/protocol.md §3, docs/replay.md).
+
+A request reserves (device_session_id, request_id) for twice the freshness window; a reservation
+that already exists means the request is a replay. The store fails closed: whenever it cannot
+answer, ``reserve`` raises ``Rejection(Reason.REPLAY_STORE_UNAVAILABLE)`` and never reports a
+pass, and it never forgets a live reservation before its TTL ends.
+
+``MemoryReplayStore`` is the embedded default for a single gateway. ``RedisReplayStore`` shares
+reservations across gateway instances; it batches the reservations of one event-loop turn into
+a single pipeline so a busy gateway pays one round trip per turn, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from edgeward.clock import monotonic_ms
+from edgeward.reasons import Reason, Rejection
+
+__all__ = (
+    "MemoryReplayStore",
+    "RedisReplayStats",
+    "RedisReplayStore",
+    "ReplayStore",
+    "open_replay_store",
+    "replay_key",
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEY_PREFIX = "edgeward:replay:"
+
+
+class ReplayStore(Protocol):
+    async def reserve(self, device_session_id: str, request_id: str, ttl_ms: int) -> bool:
+        """True: newly reserved. False: already reserved (a replay).
+
+        Raises ``Rejection(Reason.REPLAY_STORE_UNAVAILABLE)`` when the store cannot answer:
+        never a pass.
+        """
+        ...
+
+    async def ping(self) -> bool:
+        """Readiness: True when the store can take reservations now."""
+        ...
+
+    async def close(self) -> None:
+        """Answer or reject every pending reservation, then release resources."""
+        ...
+
+
+def _unavailable(detail: str) -> Rejection:
+    return Rejection(Reason.REPLAY_STORE_UNAVAILABLE, detail)
+
+
+def _check_ttl(ttl_ms: int) -> None:
+    if ttl_ms <= 0:
+        raise ValueError(f"ttl_ms must be positive, got {ttl_ms}")
+
+
+def replay_key(device_session_id: str, request_id: str, prefix: str = DEFAULT_KEY_PREFIX) -> str:
+    """``<prefix>{<device_session_id>}:<request_id>``.
+
+    The braces are a Redis Cluster hash tag: all reservations of one device session live in one
+    slot. They also make the key unambiguous (the first ``}`` ends the session id), which is why
+    a session id holding a brace is refused rather than allowed to collide with another key.
+    """
+    if "{" in device_session_id or "}" in device_session_id:
+        raise ValueError("device_session_id must not contain braces")
+    return f"{prefix}{{{device_session_id}}}:{request_id}"
+
+
+class MemoryReplayStore:
+    """Reservations in this process, at most ``max_entries`` live at once.
+
+    ``_expiries`` maps each reservation to its deadline on ``clock`` (ms); ``_heap`` holds one
+    (deadline, key) entry per reservation, so expired ones leave from the top in deadline order
+    whatever mix of TTLs was used: O(log n) amortized per reservation. Both always hold the
+    same keys, because a key is only reserved again after its expired entry was purged.
+    """
+
+    __slots__ = ("_clock", "_closed", "_expiries", "_heap", "max_entries")
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = monotonic_ms) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._clock = clock
+        self._expiries: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Live reservations (expired ones are dropped first)."""
+        self._purge(self._clock())
+        return len(self._expiries)
+
+    async def reserve(self, device_session_id: str, request_id: str, ttl_ms: int) -> bool:
+        """Reserve for ``ttl_ms``; a full store refuses rather than evicting a live reservation."""
+        _check_ttl(ttl_ms)
+        if self._closed:
+            raise _unavailable("replay store closed")
+        now = self._clock()
+        self._purge(now)
+        key = (device_session_id, request_id)
+        if key in self._expiries:
+            return False
+        if len(self._expiries) >= self.max_entries:
+            raise _unavailable("replay store full")
+        deadline = now + ttl_ms
+        self._expiries[key] = deadline
+        heapq.heappush(self._heap, (deadline, key))
+        return True
+
+    async def ping(self) -> bool:
+        """Ready while open and not full: a full store rejects every new request."""
+        return not self._closed and len(self) < self.max_entries
+
+    async def close(self) -> None:
+        """Nothing is pending (reservations are synchronous); free the memory."""
+        self._closed = True
+        self._expiries.clear()
+        self._heap.clear()
+
+    def _purge(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            del self._expiries[heapq.heappop(heap)[1]]
+
+
+@dataclasses.dataclass(slots=True)
+class RedisReplayStats:
+    """Counters since the store opened, for tests and metrics."""
+
+    pipelines: int = 0  # pipelines attempted: one per event-loop turn that reserved anything
+    commands: int = 0  # SET commands sent in those pipelines
+    errors: int = 0  # failed pipelines, plus single commands Redis answered with an error
+
+
+_Waiter = tuple[str, int, "asyncio.Future[bool]"]
+_NO_ANSWER = object()  # the pipeline failed as a whole: no per-command answer
+
+
+class RedisReplayStore:
+    """Reservations in Redis (``SET key 1 NX PX ttl``), shared by every gateway using it.
+
+    ``reserve`` queues its command and awaits a future; the first reservation of an event-loop
+    turn schedules ``_flush`` with ``call_soon``, which sends the whole queue as one
+    non-transactional pipeline in a task of its own. No timer is involved, so batching adds no
+    latency, and batches overlap freely when Redis is slow.
+
+    redis-py fails fast: connect and socket timeouts of ``socket_timeout_ms``, no backoff, and
+    one immediate retry on a connection error only. That retry is what makes a Redis restart
+    invisible: the pool hands out idle connections whose socket the old server closed, and the
+    first write on one fails (redis-py 8.1 does not notice beforehand); the failed connection is
+    dropped and the retry reconnects. A timeout is never retried, so a silent Redis costs one
+    timeout per batch. A retried ``SET NX`` whose first try did reach Redis answers "already
+    reserved": a false replay, never a false pass.
+    """
+
+    def __init__(
+        self, url: str, *, socket_timeout_ms: int = 1000, key_prefix: str = DEFAULT_KEY_PREFIX
+    ) -> None:
+        if socket_timeout_ms <= 0:
+            raise ValueError("socket_timeout_ms must be positive")
+        timeout = socket_timeout_ms / 1000
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        )
+        self._prefix = key_prefix
+        self._queue: list[_Waiter] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._healthy = True
+        self.stats = RedisReplayStats()
+
+    async def reserve(self, device_session_id: str, request_id: str, ttl_ms: int) -> bool:
+        _check_ttl(ttl_ms)
+        if self._closed:
+            raise _unavailable("replay store closed")
+        key = replay_key(device_session_id, request_id, self._prefix)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((key, ttl_ms, future))
+        return await future
+
+    async def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            return bool(await self._redis.ping())
+        except Exception:  # any failure means "not ready", never an error of the probe
+            return False
+
+    async def close(self) -> None:
+        """Reject what is still queued, let sent pipelines answer their waiters, close the pool.
+
+        Sent pipelines finish within the socket timeouts, so waiting for them is bounded and
+        nobody is left with a silently cancelled future.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        queued, self._queue = self._queue, []
+        for _, _, future in queued:
+            if not future.done():
+                future.set_exception(_unavailable("replay store closed"))
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
+        await self._redis.aclose()
+
+    def _flush(self) -> None:
+        # Waiters cancelled while queued are left out; a fresh list takes the next turn's batch.
+        batch = [waiter for waiter in self._queue if not waiter[2].done()]
+        self._queue = []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _send(self, batch: list[_Waiter]) -> None:
+        """One pipeline for ``batch``. Every waiter still waiting gets an answer, whatever fails."""
+        answers: list[object] = []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, ttl_ms, _ in batch:
+                    pipe.set(key, b"1", nx=True, px=ttl_ms)
+                self.stats.pipelines += 1
+                self.stats.commands += len(batch)
+                answers = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # connection, timeout, protocol: all fail closed
+            self.stats.errors += 1
+            self._set_healthy(False, exc)
+        else:
+            self._set_healthy(True)
+        finally:  # runs on cancellation too
+            if len(answers) != len(batch):
+                answers = [_NO_ANSWER] * len(batch)
+            for (_, _, future), answer in zip(batch, answers, strict=True):
+                self._answer(future, answer)
+
+    def _answer(self, future: asyncio.Future[bool], answer: object) -> None:
+        """SET NX answers True (reserved) or None (key exists); anything else is a rejection."""
+        answered = answer is True or answer is None
+        if not answered and answer is not _NO_ANSWER:
+            self.stats.errors += 1  # Redis refused this command alone, e.g. OOM at maxmemory
+        if future.done():  # its caller was cancelled
+            return
+        if answered:
+            future.set_result(answer is True)
+        else:
+            future.set_exception(_unavailable("redis failed" if answer is _NO_ANSWER else repr(answer)))
+
+    def _set_healthy(self, healthy: bool, exc: BaseException | None = None) -> None:
+        """Log transitions only: a dead Redis fails every batch, and one line per batch would flood."""
+        if healthy != self._healthy:
+            self._healthy = healthy
+            if healthy:
+                log.info("replay store: Redis answers again")
+            else:
+                log.warning("replay store: Redis unavailable, rejecting requests: %r", exc)
+
+
+def open_replay_store(redis_url: str | None, memory_max_entries: int) -> ReplayStore:
+    """Redis when a URL is configured (shared by all gateways), else the embedded store."""
+    if redis_url:
+        return RedisReplayStore(redis_url)
+    return MemoryReplayStore(memory_max_entries)

@@ -1,0 +1,166 @@
+"""Assembles a gateway from its settings and runs it: start and stop ordering live here.
+
+Start: backend client, replay store, then the listeners (gRPC, public HTTP, admin).
+Stop: readiness goes false and new calls get ``shutting_down``, the gRPC server stops with a
+grace period for calls in flight, then the HTTP listeners, then the backend client, the
+session cache and the replay store close, so nothing in flight loses its dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from aiohttp import web
+
+from edgeward.admin_http import make_admin_app
+from edgeward.backend import BackendClient
+from edgeward.budgets import CommandBudgets
+from edgeward.config import Address, GatewaySettings
+from edgeward.crypto import Signer
+from edgeward.grpc_service import GatewayService
+from edgeward.http_public import make_public_app
+from edgeward.keys import load_signer
+from edgeward.metrics import GatewayMetrics
+from edgeward.pipeline import CommandExecutor, RequestVerifier
+from edgeward.replay import open_replay_store
+from edgeward.routes import load_route_table
+from edgeward.session_cache import SessionCache
+
+__all__ = ("Gateway", "run_gateway")
+
+log = logging.getLogger(__name__)
+
+# The largest envelope (ids, hash, trace id, signature, tags) is well under this; a message
+# larger than payload limit + overhead is refused by gRPC itself with RESOURCE_EXHAUSTED.
+_ENVELOPE_OVERHEAD_BYTES = 4096
+
+
+def _signer_from(settings: GatewaySettings) -> Signer:
+    if settings.signing_key_file:
+        return load_signer(settings.signing_key_file)
+    signer = Signer.generate()
+    log.warning(
+        "EDGEWARD_SIGNING_KEY_FILE is not set: signing with an ephemeral key (public key %s); "
+        "clients cannot verify responses across restarts",
+        signer.public_key_b64,
+    )
+    return signer
+
+
+class Gateway:
+    """One gateway instance. Ports given as 0 are bound to free ports, readable after start()."""
+
+    def __init__(self, settings: GatewaySettings, signer: Signer | None = None) -> None:
+        self.settings = settings
+        self.signer = signer or _signer_from(settings)
+        self.metrics = GatewayMetrics()
+        self.routes = load_route_table(settings.routes_file)
+        self.backend = BackendClient(settings.backend_base_url, settings.backend_timeout_ms)
+        self.replay = open_replay_store(settings.redis_url, settings.replay_memory_max_entries)
+        self.sessions = SessionCache(
+            self.backend.get_session,
+            max_entries=settings.session_cache_size,
+            ttl_ms=settings.session_cache_ttl_ms,
+            negative_ttl_ms=settings.session_negative_ttl_ms,
+        )
+        budgets = CommandBudgets(
+            ip=settings.budget_ip,
+            session=settings.budget_session,
+            user=settings.budget_user,
+            message_type=settings.budget_message_type,
+        )
+        verifier = RequestVerifier(
+            self.sessions,
+            self.replay,
+            budgets,
+            max_payload_bytes=settings.max_payload_bytes,
+            freshness_window_ms=settings.freshness_window_ms,
+        )
+        self.service = GatewayService(
+            CommandExecutor(verifier, self.routes, self.backend, self.signer), self.metrics
+        )
+        self._grpc: grpc.aio.Server | None = None
+        self._runners: list[web.AppRunner] = []
+        self.grpc_port = 0
+        self.public_http_port = 0
+        self.admin_http_port = 0
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
+        await self.backend.start()
+        max_message = self.settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),  # a port already in use is an error, not a shared listener
+                ("grpc.max_receive_message_length", max_message),
+            ]
+        )
+        self._grpc.add_generic_rpc_handlers((self.service.handler(),))
+        self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
+        await self._grpc.start()
+        public = make_public_app(self.backend, max_body_bytes=self.settings.public_max_body_bytes)
+        self.public_http_port = await self._serve_http(public, self.settings.public_http_addr)
+        admin = make_admin_app(self.metrics, self._readiness, implementation="python")
+        self.admin_http_port = await self._serve_http(admin, self.settings.admin_http_addr)
+        log.info(
+            "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
+            self.settings.grpc_addr.host, self.grpc_port,
+            self.settings.public_http_addr.host, self.public_http_port,
+            self.settings.admin_http_addr.host, self.admin_http_port,
+            "redis" if self.settings.redis_url else "in-memory",
+        )
+
+    def begin_drain(self) -> None:
+        """Report not ready and answer new calls with shutting_down; calls in flight finish."""
+        self.service.accepting = False
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.begin_drain()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await self.sessions.close()
+        await self.backend.close()
+        await self.replay.close()
+
+    async def _serve_http(self, app: web.Application, addr: Address) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, addr.host, addr.port, reuse_port=False)
+        await site.start()
+        return int(runner.addresses[0][1])
+
+    async def _readiness(self) -> dict[str, bool]:
+        self.metrics.session_fetches.set(self.sessions.backend_fetches)
+        self.metrics.sessions_cached.set(len(self.sessions))
+        return {"accepting": self.service.accepting, "replay_store": await self.replay.ping()}
+
+
+async def run_gateway(settings: GatewaySettings) -> None:
+    """Run until SIGINT or SIGTERM, then stop in order."""
+    gateway = Gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping gateway")
+        await gateway.stop()

@@ -1,0 +1,112 @@
+"""Integration fixtures: a real stub backend and a real gateway on loopback, per test.
+
+Everything listens on 127.0.0.1 with ports chosen by the OS and is stopped at the end of the
+test. Requests go over real gRPC and HTTP sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from edgeward.client import build_signed_request, error_from_rpc, login_with_stub_mailbox
+from edgeward.config import Address, GatewaySettings
+from edgeward.crypto import Signer
+from edgeward.server import Gateway
+from edgeward.stub import StubBackend, StubSettings
+
+GATEWAY_SIGNER = Signer(bytes(range(32)))
+LOOPBACK_ANY = Address("127.0.0.1", 0)
+EXECUTE = "/edgeward.v1.EdgeGateway/ExecuteCommand"
+
+
+@dataclasses.dataclass
+class Device:
+    """A logged-in device: its key and its device session."""
+
+    signer: Signer
+    device_session_id: str
+    email: str
+
+    def request(self, message_type: str, payload: bytes = b"{}", **kw: Any) -> bytes:
+        msg = build_signed_request(self.signer, self.device_session_id, message_type, payload, **kw)
+        return bytes(msg.SerializeToString())
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[StubBackend]:
+    backend = StubBackend(StubSettings(stub_http_addr=LOOPBACK_ANY, stub_grpc_addr=LOOPBACK_ANY))
+    await backend.start()
+    yield backend
+    await backend.stop()
+
+
+def settings_for(stub: StubBackend, **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "grpc_addr": LOOPBACK_ANY,
+        "public_http_addr": LOOPBACK_ANY,
+        "admin_http_addr": LOOPBACK_ANY,
+        "backend_base_url": stub.base_url,
+        "backend_push_addr": Address.parse(stub.push_addr),
+    }
+    return dataclasses.replace(GatewaySettings(), **(values | overrides))
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(stub: StubBackend) -> AsyncIterator[GatewayFactory]:
+    """Start gateways with settings overrides; all of them are stopped after the test."""
+    started: list[Gateway] = []
+
+    async def start(**overrides: Any) -> Gateway:
+        gateway = Gateway(settings_for(stub, **overrides), signer=GATEWAY_SIGNER)
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop(grace=0)
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> Gateway:
+    return await start_gateway()
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as ch:
+        yield ch
+
+
+async def login(gateway: Gateway, stub: StubBackend, email: str = "ada@example.com") -> Device:
+    signer = Signer.generate()
+    dsid = await login_with_stub_mailbox(
+        f"http://127.0.0.1:{gateway.public_http_port}", stub.base_url, email, signer
+    )
+    return Device(signer, dsid, email)
+
+
+@pytest.fixture
+async def device(gateway: Gateway, stub: StubBackend) -> Device:
+    return await login(gateway, stub)
+
+
+async def call(channel: grpc.aio.Channel, data: bytes) -> bytes:
+    return bytes(await channel.unary_unary(EXECUTE)(data, timeout=10))
+
+
+async def rejected(channel: grpc.aio.Channel, data: bytes) -> Any:
+    """The GatewayError the gateway answers ``data`` with (fails if it answers normally)."""
+    try:
+        await call(channel, data)
+    except grpc.aio.AioRpcError as err:
+        return error_from_rpc(err)
+    raise AssertionError("the request was accepted")

@@ -1,0 +1,80 @@
+"""Settings: parsing, all errors reported at once, flags over environment, documented."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edgeward.budgets import Limit
+from edgeward.config import Address, ConfigError, GatewaySettings, add_arguments, load
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def test_defaults_without_environment() -> None:
+    settings = load(GatewaySettings, {})
+    assert settings == GatewaySettings()
+    assert settings.redis_url is None and settings.freshness_window_ms == 300_000
+
+
+def test_environment_values_are_parsed() -> None:
+    settings = load(
+        GatewaySettings,
+        {
+            "EDGEWARD_GRPC_ADDR": "0.0.0.0:6000",
+            "EDGEWARD_REDIS_URL": "redis://127.0.0.1:7000/0",
+            "EDGEWARD_MAX_PAYLOAD_BYTES": "1024",
+            "EDGEWARD_BUDGET_IP": "off",
+            "EDGEWARD_BUDGET_USER": "5:10",
+        },
+    )
+    assert settings.grpc_addr == Address("0.0.0.0", 6000)
+    assert settings.redis_url == "redis://127.0.0.1:7000/0" and settings.max_payload_bytes == 1024
+    assert settings.budget_ip is None and settings.budget_user == Limit(5, 10)
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(
+            GatewaySettings,
+            {
+                "EDGEWARD_GRPC_ADDR": "nope",
+                "EDGEWARD_BACKEND_BASE_URL": "ftp://x",
+                "EDGEWARD_FRESHNESS_WINDOW_MS": "ten",
+                "EDGEWARD_REDIS_URL": "http://x",
+                "EDGEWARD_LOG_LEVEL": "LOUD",
+                "EDGEWARD_BUDGET_SESSION": "5",
+            },
+        )
+    lines = info.value.errors
+    assert len(lines) == 6
+    assert lines[0].startswith("EDGEWARD_GRPC_ADDR='nope'")
+
+
+def test_flags_override_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, GatewaySettings)
+    args = parser.parse_args(["--grpc-addr", "127.0.0.1:7001"])
+    settings = load(GatewaySettings, {"EDGEWARD_GRPC_ADDR": "127.0.0.1:7000"}, vars(args))
+    assert settings.grpc_addr.port == 7001
+    with pytest.raises(ConfigError, match="--grpc-addr"):
+        load(GatewaySettings, {}, vars(parser.parse_args(["--grpc-addr", "bad"])))
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:70000", ":80", "host", "[::1]:x"])
+def test_bad_addresses(text: str) -> None:
+    with pytest.raises(ValueError):
+        Address.parse(text)
+
+
+def test_ipv6_address_round_trip() -> None:
+    assert str(Address.parse("[::1]:50051")) == "[::1]:50051"
+
+
+def test_every_setting_is_documented() -> None:
+    text = DOCS.read_text()
+    missing = [f.name for f in dataclasses.fields(GatewaySettings) if f"`EDGEWARD_{f.name.upper()}`" not in text]
+    assert not missing, f"docs/configuration.md lacks {missing}"
