@@ -1,17 +1,20 @@
 """Integration fixtures: a real stub backend and a real gateway on loopback, per test.
 
 Everything listens on 127.0.0.1 with ports chosen by the OS and is stopped at the end of the
-test. Requests go over real gRPC and HTTP sockets.
+test. Requests go over real gRPC and HTTP sockets. Every async test runs twice: on asyncio's own
+loop and on uvloop, which ``edgeward serve`` uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 import pytest
+import uvloop
 
 from edgeward.client import build_signed_request, error_from_rpc, login_with_stub_mailbox
 from edgeward.config import Address, GatewaySettings
@@ -22,6 +25,12 @@ from edgeward.stub import StubBackend, StubSettings
 GATEWAY_SIGNER = Signer(bytes(range(32)))
 LOOPBACK_ANY = Address("127.0.0.1", 0)
 EXECUTE = "/edgeward.v1.EdgeGateway/ExecuteCommand"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @dataclasses.dataclass
