@@ -18,11 +18,12 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 
-# (module, links libsodium): each is edgeward.<module>, built from ext/edgeward/<module>.pyx.
-NATIVE_MODULES = [("_crypto_c", True)]
+# Every ext/edgeward/_<concern>_c.pyx becomes the module edgeward._<concern>_c.
+NATIVE_MODULES = sorted(path.stem for path in Path("ext/edgeward").glob("_*_c.pyx"))
 _HELP = "apt-get install libsodium-dev pkg-config (or `make deps`), or set EDGEWARD_NO_EXTENSIONS=1"
 
 
@@ -56,12 +57,12 @@ def _extensions() -> list[Extension]:
     sodium_cflags = _pkg_config("--cflags")
     sodium_libs = _pkg_config("--libs")
 
-    def ext(name: str, sodium: bool) -> Extension:
+    def ext(name: str) -> Extension:
         return Extension(
             f"edgeward.{name}",
             [f"ext/edgeward/{name}.pyx"],
-            extra_compile_args=cflags + (sodium_cflags if sodium else []),
-            extra_link_args=sodium_libs if sodium else [],
+            extra_compile_args=cflags + sodium_cflags,
+            extra_link_args=sodium_libs,
             define_macros=macros,
         )
 
@@ -69,7 +70,7 @@ def _extensions() -> list[Extension]:
     if trace:
         directives["linetrace"] = True
     return cythonize(
-        [ext(name, sodium) for name, sodium in NATIVE_MODULES],
+        [ext(name) for name in NATIVE_MODULES],
         include_path=["ext"],
         compiler_directives=directives,
         annotate=debug,

@@ -41,6 +41,16 @@ def crypto_impl(request: pytest.FixtureRequest) -> ModuleType:
     return importlib.import_module(request.param)
 
 
+@pytest.fixture(scope="session", params=_twins("envelope"))
+def envelope_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture(scope="session", params=_twins("session_lru"))
+def session_lru_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return importlib.import_module(request.param)
+
+
 @pytest.fixture(scope="session")
 def redis_server_session() -> Iterator[RedisServer]:
     server = RedisServer()
