@@ -24,6 +24,10 @@ from setuptools import Extension, setup
 
 # Every ext/edgeward/_<concern>_c.pyx becomes the module edgeward._<concern>_c.
 NATIVE_MODULES = sorted(path.stem for path in Path("ext/edgeward").glob("_*_c.pyx"))
+# Development: build only these (comma-separated), e.g. while another module is being written:
+#   EDGEWARD_BUILD_ONLY=_envelope_c .venv/bin/python setup.py build_ext --inplace
+if os.environ.get("EDGEWARD_BUILD_ONLY"):
+    NATIVE_MODULES = [name for name in NATIVE_MODULES if name in os.environ["EDGEWARD_BUILD_ONLY"].split(",")]
 _HELP = "apt-get install libsodium-dev pkg-config (or `make deps`), or set EDGEWARD_NO_EXTENSIONS=1"
 
 
