@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the project needs: redis-server (replay store, tests), libsodium-dev (native crypto).
 SYSTEM_PACKAGES := redis-server libsodium-dev pkg-config
 
-.PHONY: all install deps run test lint proto clean
+.PHONY: all install deps run test bench lint proto clean
 
 all: test
 
@@ -40,6 +40,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest tests
+
+# Budgets (ratios measured in one run) and the end-to-end table; see docs/performance.md.
+bench: install
+	$(BIN)/python -m pytest bench -p no:cacheprovider --benchmark-columns=min,median,max,rounds
+	$(BIN)/python -m bench.e2e
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """Admin listener: liveness, readiness and Prometheus metrics.
 
-``/healthz`` answers while the process runs and says which implementation is active;
+``/healthz`` answers while the process runs and says which implementation is active
+("native", "pure" or "mixed", and per concern whether its native twin is loaded);
 ``/readyz`` is 503 while draining or while the replay store cannot take reservations (the
 gateway then rejects every request, since the replay store fails closed); ``/metrics`` is the
 instance's Prometheus registry. Bind it to a private address: it is not for clients.
@@ -14,7 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edgeward import __version__
+from edgeward import __version__, native
 from edgeward.metrics import GatewayMetrics
 
 __all__ = ("make_admin_app",)
@@ -26,9 +27,17 @@ def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def make_admin_app(metrics: GatewayMetrics, readiness: ReadinessCheck, implementation: str) -> web.Application:
+def make_admin_app(metrics: GatewayMetrics, readiness: ReadinessCheck) -> web.Application:
+    health = {
+        "status": "ok",
+        "version": __version__,
+        "implementation": native.implementation(),
+        "native": {concern: kind == "c" for concern, kind in native.load_all().items()},
+    }
+    body = orjson.dumps(health)
+
     async def healthz(_request: web.Request) -> web.Response:
-        return _json({"status": "ok", "version": __version__, "implementation": implementation})
+        return web.Response(body=body, content_type="application/json")
 
     async def readyz(_request: web.Request) -> web.Response:
         checks = await readiness()

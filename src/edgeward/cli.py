@@ -1,7 +1,8 @@
 """The ``edgeward`` command: each subcommand lives with the module it runs.
 
 ``serve`` runs a gateway; ``dev`` runs a local stack (see edgeward.dev); ``stub-backend`` the
-stub backend; ``keygen``, ``pubkey`` and ``call`` are client tools (edgeward.client_cli).
+stub backend; ``doctor`` says which native modules are active; ``keygen``, ``pubkey`` and
+``call`` are client tools (edgeward.client_cli).
 A bad setting exits with status 2 and one line per bad value.
 """
 
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from edgeward import __version__, client_cli, dev
+from edgeward import __version__, client_cli, dev, doctor
 from edgeward.config import ConfigError, GatewaySettings, add_arguments, load
 from edgeward.runtime import configure_logging, run
 from edgeward.server import run_gateway
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(serve, GatewaySettings)
     serve.set_defaults(func=_serve)
     dev.add_parser(sub)
+    doctor.add_parser(sub)
     stub_cli.add_parser(sub)
     client_cli.add_parsers(sub)
     return parser

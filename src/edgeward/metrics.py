@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from edgeward import native
+
 __all__ = ("GatewayMetrics",)
 
 
@@ -38,6 +40,14 @@ class GatewayMetrics:
             "Session lookups that went to the backend since start (cache misses after single flight).",
             registry=self.registry,
         )
+        self.native = Gauge(
+            "edgeward_native_active",
+            "1 when the concern runs its native (Cython) twin, 0 when its pure-Python twin.",
+            ("concern",),
+            registry=self.registry,
+        )
+        for concern, kind in native.load_all().items():
+            self.native.labels(concern).set(1 if kind == "c" else 0)
         self.sessions_cached = Gauge(
             "edgeward_sessions_cached", "Device session records held in the cache.", registry=self.registry
         )

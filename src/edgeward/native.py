@@ -18,7 +18,7 @@ import logging
 import os
 from types import ModuleType
 
-__all__ = ("ACTIVE", "CONCERNS", "extensions_disabled", "implementation", "load")
+__all__ = ("ACTIVE", "CONCERNS", "FALLBACKS", "extensions_disabled", "implementation", "load", "load_all")
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ CONCERNS = ("crypto", "envelope", "session_lru")
 
 # concern -> "c" (native) or "py" (pure twin), filled as the concerns are imported.
 ACTIVE: dict[str, str] = {}
+# concern -> why its native module could not be imported (only for concerns that fell back).
+FALLBACKS: dict[str, str] = {}
 
 
 def extensions_disabled() -> bool:
@@ -40,6 +42,7 @@ def load(concern: str) -> ModuleType:
         try:
             module = importlib.import_module(f"edgeward._{concern}_c")
         except ImportError as exc:
+            FALLBACKS[concern] = str(exc)
             log.warning("native edgeward._%s_c unavailable (%s); using the pure-Python twin", concern, exc)
         else:
             ACTIVE[concern] = "c"
@@ -48,11 +51,16 @@ def load(concern: str) -> ModuleType:
     return importlib.import_module(f"edgeward._{concern}_py")
 
 
+def load_all() -> dict[str, str]:
+    """Import every concern's dispatcher (so each has chosen its twin); a copy of ``ACTIVE``."""
+    for concern in CONCERNS:
+        importlib.import_module(f"edgeward.{concern}")
+    return {concern: ACTIVE[concern] for concern in CONCERNS}
+
+
 def implementation() -> str:
     """"native" when every concern is native, "pure" when none is, otherwise "mixed"."""
-    for concern in CONCERNS:  # make sure every concern has been chosen
-        importlib.import_module(f"edgeward.{concern}")
-    kinds = {ACTIVE[concern] for concern in CONCERNS}
+    kinds = set(load_all().values())
     if kinds == {"c"}:
         return "native"
     return "pure" if kinds == {"py"} else "mixed"

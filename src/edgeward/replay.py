@@ -7,25 +7,23 @@ pass, and it never forgets a live reservation before its TTL ends.
 
 ``MemoryReplayStore`` is the embedded default for a single gateway. ``RedisReplayStore`` shares
 reservations across gateway instances; it batches the reservations of one event-loop turn into
-a single pipeline so a busy gateway pays one round trip per turn, not one per request.
+a single pipeline so a busy gateway pays one round trip per turn, not one per request, over the
+auto-pipelining connection of ``edgeward.resp``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import heapq
 import logging
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from edgeward.clock import monotonic_ms
 from edgeward.reasons import Reason, Rejection
+from edgeward.resp import ConnectionLost, Reply, RespConnection, RespError
 
 __all__ = (
     "MemoryReplayStore",
@@ -155,17 +153,18 @@ class RedisReplayStore:
     """Reservations in Redis (``SET key 1 NX PX ttl``), shared by every gateway using it.
 
     ``reserve`` queues its command and awaits a future; the first reservation of an event-loop
-    turn schedules ``_flush`` with ``call_soon``, which sends the whole queue as one
-    non-transactional pipeline in a task of its own. No timer is involved, so batching adds no
-    latency, and batches overlap freely when Redis is slow.
+    turn schedules ``_flush`` with ``call_soon``, which hands the whole queue to the connection
+    as one pipeline (one write, one round trip) and answers the waiters from a done callback.
+    No timer and no task per batch: batching adds no latency, and batches overlap freely when
+    Redis is slow.
 
-    redis-py fails fast: connect and socket timeouts of ``socket_timeout_ms``, no backoff, and
-    one immediate retry on a connection error only. That retry is what makes a Redis restart
-    invisible: the pool hands out idle connections whose socket the old server closed, and the
-    first write on one fails (redis-py 8.1 does not notice beforehand); the failed connection is
-    dropped and the retry reconnects. A timeout is never retried, so a silent Redis costs one
-    timeout per batch. A retried ``SET NX`` whose first try did reach Redis answers "already
-    reserved": a false replay, never a false pass.
+    The connection (``edgeward.resp``, chosen over redis-py by ``bench/test_replay_client.py``)
+    fails fast: connect and reply timeouts of ``socket_timeout_ms``, reconnection on the next
+    batch. A batch whose connection broke after it was written (``ConnectionLost``) is sent
+    once more at once, on a fresh connection: that hides a Redis restart racing a batch. A
+    timeout is never retried, so a silent Redis costs one timeout per batch. A retried
+    ``SET NX`` whose first try did reach Redis answers "already reserved": a false replay,
+    never a false pass.
     """
 
     def __init__(
@@ -173,16 +172,10 @@ class RedisReplayStore:
     ) -> None:
         if socket_timeout_ms <= 0:
             raise ValueError("socket_timeout_ms must be positive")
-        timeout = socket_timeout_ms / 1000
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        )
+        self._redis = RespConnection(url, socket_timeout_ms=socket_timeout_ms)
         self._prefix = key_prefix
         self._queue: list[_Waiter] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Future[list[Reply]]] = set()
         self._closed = False
         self._healthy = True
         self.stats = RedisReplayStats()
@@ -202,16 +195,13 @@ class RedisReplayStore:
     async def ping(self) -> bool:
         if self._closed:
             return False
-        try:
-            return bool(await self._redis.ping())
-        except Exception:  # any failure means "not ready", never an error of the probe
-            return False
+        return await self._redis.ping()  # any failure means "not ready", never an error of the probe
 
     async def close(self) -> None:
-        """Reject what is still queued, let sent pipelines answer their waiters, close the pool.
+        """Reject what is still queued, let sent pipelines answer their waiters, close the connection.
 
-        Sent pipelines finish within the socket timeouts, so waiting for them is bounded and
-        nobody is left with a silently cancelled future.
+        Sent pipelines finish within the connect and socket timeouts, so waiting for them is
+        bounded and nobody is left with a silently cancelled future.
         """
         if self._closed:
             return
@@ -222,7 +212,7 @@ class RedisReplayStore:
                 future.set_exception(_unavailable("replay store closed"))
         if self._in_flight:
             await asyncio.wait(self._in_flight)
-        await self._redis.aclose()
+        await self._redis.close()
 
     def _flush(self) -> None:
         # Waiters cancelled while queued are left out; a fresh list takes the next turn's batch.
@@ -230,40 +220,49 @@ class RedisReplayStore:
         self._queue = []
         if not batch:
             return
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self.stats.pipelines += 1
+        self.stats.commands += len(batch)
+        self._send(batch, retry=True)
 
-    async def _send(self, batch: list[_Waiter]) -> None:
-        """One pipeline for ``batch``. Every waiter still waiting gets an answer, whatever fails."""
-        answers: list[object] = []
+    def _send(self, batch: list[_Waiter], *, retry: bool) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, ttl_ms, _ in batch:
-                    pipe.set(key, b"1", nx=True, px=ttl_ms)
-                self.stats.pipelines += 1
-                self.stats.commands += len(batch)
-                answers = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # connection, timeout, protocol: all fail closed
-            self.stats.errors += 1
-            self._set_healthy(False, exc)
-        else:
+            replies = self._redis.pipeline([("SET", key, b"1", b"NX", b"PX", ttl_ms) for key, ttl_ms, _ in batch])
+        except Exception as exc:  # say a key that cannot be encoded: reject, never strand the waiters
+            self._fail(batch, exc)
+            return
+        self._in_flight.add(replies)
+        replies.add_done_callback(functools.partial(self._answered, batch, retry))
+
+    def _answered(self, batch: list[_Waiter], retry: bool, replies: asyncio.Future[list[Reply]]) -> None:
+        """Every waiter still waiting gets an answer, whatever failed."""
+        self._in_flight.discard(replies)
+        exc = RespError("pipeline cancelled") if replies.cancelled() else replies.exception()
+        if exc is None:
             self._set_healthy(True)
-        finally:  # runs on cancellation too
-            if len(answers) != len(batch):
-                answers = [_NO_ANSWER] * len(batch)
-            for (_, _, future), answer in zip(batch, answers, strict=True):
+            for (_, _, future), answer in zip(batch, replies.result(), strict=True):
                 self._answer(future, answer)
+        elif retry and isinstance(exc, ConnectionLost) and not self._closed:
+            waiting = [waiter for waiter in batch if not waiter[2].done()]
+            if waiting:
+                self._send(waiting, retry=False)
+        else:  # no connection, connection lost twice, timeout: all fail closed
+            self._fail(batch, exc)
+
+    def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
+        self.stats.errors += 1
+        self._set_healthy(False, exc)
+        for _, _, future in batch:
+            self._answer(future, _NO_ANSWER)
 
     def _answer(self, future: asyncio.Future[bool], answer: object) -> None:
-        """SET NX answers True (reserved) or None (key exists); anything else is a rejection."""
-        answered = answer is True or answer is None
+        """SET NX answers OK (reserved) or nil (key exists); anything else is a rejection."""
+        answered = answer is None or answer == b"OK"
         if not answered and answer is not _NO_ANSWER:
             self.stats.errors += 1  # Redis refused this command alone, e.g. OOM at maxmemory
         if future.done():  # its caller was cancelled
             return
         if answered:
-            future.set_result(answer is True)
+            future.set_result(answer is not None)
         else:
             future.set_exception(_unavailable("redis failed" if answer is _NO_ANSWER else repr(answer)))
 

@@ -111,7 +111,7 @@ class Gateway:
         await self._grpc.start()
         public = make_public_app(self.backend, max_body_bytes=self.settings.public_max_body_bytes)
         self.public_http_port = await self._serve_http(public, self.settings.public_http_addr)
-        admin = make_admin_app(self.metrics, self._readiness, implementation="python")
+        admin = make_admin_app(self.metrics, self._readiness)
         self.admin_http_port = await self._serve_http(admin, self.settings.admin_http_addr)
         log.info(
             "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",

@@ -1,0 +1,232 @@
+"""End-to-end benchmark: the gateway's CPU per ExecuteCommand, next to what it cannot avoid.
+
+``python -m bench.e2e`` (or ``make bench``) starts, on loopback: a private redis-server, the
+stub backend, then in turn the native gateway, the pure-Python gateway (EDGEWARD_NO_EXTENSIONS=1)
+and a bare grpc.aio echo server. A separate load-generator process sends each of them the same
+number of pre-signed requests with the same number in flight and reads the server's CPU time
+from /proc. The baseline is the echo server's CPU per request plus one raw Ed25519 verify and one
+raw sign, the least any verifying, signing gateway on grpc.aio could spend. The per-stage
+breakdown (bench/e2e/stages.py) accounts for the difference. Everything is measured in this run;
+the table is printed and written as JSON, and the run fails if the native gateway misses the
+``e2e_cpu`` budget (bench/budgets.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.budgets import BUDGETS
+from edgeward import _crypto_c
+from edgeward.client import build_signed_request
+from tests.support.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PAYLOAD = b'{"n":42,"text":"' + b"x" * 120 + b'"}'
+_GATEWAY_SEED = bytes(range(32, 64))
+
+
+def _wait_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _loadgen(args: argparse.Namespace, mode: str, target: str, pid: int, **extra: str) -> dict[str, float]:
+    cmd = [
+        sys.executable, "-m", "bench.e2e.loadgen", "--mode", mode, "--target", target, "--pid", str(pid),
+        "--requests", str(args.requests), "--warmup", str(args.warmup), "--concurrency", str(args.concurrency),
+    ]
+    for key, value in extra.items():
+        cmd += [f"--{key.replace('_', '-')}", value]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{out.stderr}")
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["failures"]:
+        raise RuntimeError(f"{mode}: {result['failures']:.0f} requests failed")
+    return result
+
+
+def _run_gateway(args: argparse.Namespace, env: dict[str, str], pure: bool, public_key_hex: str) -> dict[str, float]:
+    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    genv = env | {
+        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
+        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
+        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
+        "EDGEWARD_LOG_LEVEL": "WARNING",
+    }
+    if pure:
+        genv["EDGEWARD_NO_EXTENSIONS"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeward", "serve"], env=genv, cwd=ROOT)
+    try:
+        _wait_port(ports["grpc"], proc, "gateway")
+        _wait_port(ports["public"], proc, "gateway public listener")
+        return _loadgen(
+            args, "gateway", f"127.0.0.1:{ports['grpc']}", proc.pid,
+            public_url=f"http://127.0.0.1:{ports['public']}", backend_url=env["EDGEWARD_BACKEND_BASE_URL"],
+            gateway_public_key=public_key_hex,
+        )
+    finally:
+        _stop(proc)
+
+
+def _run_echo(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.e2e.echo_server"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        return _loadgen(args, "echo", f"127.0.0.1:{port}", proc.pid)
+    finally:
+        _stop(proc)
+
+
+def _raw_crypto_us() -> tuple[float, float]:
+    """Best-of-rounds µs of one raw libsodium verify and one raw sign of a request-sized input."""
+    signer = _crypto_c.Signer(bytes(32))
+    message = b"x" * 200
+    signature = signer.sign(message)
+    verify, key = _crypto_c.verify, signer.public_key
+
+    def best(fn: Any, number: int = 500) -> float:
+        rounds = []
+        for _ in range(15):
+            start = time.process_time()
+            for _ in range(number):
+                fn()
+            rounds.append((time.process_time() - start) / number * 1e6)
+        return min(rounds)
+
+    return best(lambda: verify(key, message, signature)), best(lambda: signer.sign(message))
+
+
+def _stage_breakdown(args: argparse.Namespace, backend_url: str, redis_url: str) -> dict[str, float]:
+    from bench.e2e.stages import measure_stages  # noqa: PLC0415  (imports the gateway's twins: native here)
+
+    client = _crypto_c.Signer(bytes(range(32)))
+    request = build_signed_request(client, "dsn_bench", "user.echo", PAYLOAD).SerializeToString()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(measure_stages(request, client.public_key, backend_url, redis_url, args.concurrency))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "e2e.json"))
+    args = parser.parse_args()
+
+    redis = RedisServer()
+    redis.start()
+    state = Path(tempfile.mkdtemp(prefix="edgeward-e2e-"))
+    key_file = state / "gateway.key"
+    key_file.write_text(__import__("base64").b64encode(_GATEWAY_SEED).decode() + "\n")
+    stub_http, stub_grpc = free_port(), free_port()
+    big = "1000000000:1000000000"  # budgets stay on (their cost is measured) but never refuse
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
+        "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{stub_http}",
+        "EDGEWARD_STUB_GRPC_ADDR": f"127.0.0.1:{stub_grpc}",
+        "EDGEWARD_BACKEND_BASE_URL": f"http://127.0.0.1:{stub_http}",
+        "EDGEWARD_BACKEND_PUSH_ADDR": f"127.0.0.1:{stub_grpc}",
+        "EDGEWARD_REDIS_URL": redis.url,
+        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
+        "EDGEWARD_BUDGET_IP": big,
+        "EDGEWARD_BUDGET_SESSION": big,
+        "EDGEWARD_BUDGET_USER": big,
+        "EDGEWARD_BUDGET_MESSAGE_TYPE": big,
+        "EDGEWARD_LOG_LEVEL": "WARNING",
+    }
+    stub = subprocess.Popen([sys.executable, "-m", "edgeward", "stub-backend"], env=env, cwd=ROOT)
+    try:
+        _wait_port(stub_http, stub, "stub backend")
+        public_key_hex = _crypto_c.Signer(_GATEWAY_SEED).public_key.hex()
+        native = _run_gateway(args, env, pure=False, public_key_hex=public_key_hex)
+        pure = _run_gateway(args, env, pure=True, public_key_hex=public_key_hex)
+        echo = _run_echo(args, env)
+        verify_us, sign_us = _raw_crypto_us()
+        stages = _stage_breakdown(args, env["EDGEWARD_BACKEND_BASE_URL"], redis.url)
+    finally:
+        _stop(stub)
+        redis.close()
+    return _report(args, native, pure, echo, verify_us, sign_us, stages)
+
+
+def _report(
+    args: argparse.Namespace,
+    native: dict[str, float],
+    pure: dict[str, float],
+    echo: dict[str, float],
+    verify_us: float,
+    sign_us: float,
+    stages: dict[str, float],
+) -> int:
+    baseline = echo["cpu_us_per_request"] + verify_us + sign_us
+    ratio = native["cpu_us_per_request"] / baseline
+    budget = BUDGETS["e2e_cpu"]
+    rows = [
+        ("bare grpc.aio echo", echo["cpu_us_per_request"], echo["requests_per_s"]),
+        ("raw Ed25519 verify + raw sign", verify_us + sign_us, None),
+        ("baseline: echo + verify + sign", baseline, None),
+        ("native gateway", native["cpu_us_per_request"], native["requests_per_s"]),
+        ("pure-Python gateway", pure["cpu_us_per_request"], pure["requests_per_s"]),
+    ]
+    print(f"\nedgeward end to end: {args.requests} requests, {args.concurrency} in flight, loopback, uvloop")
+    print(f"{'':<34} {'CPU µs/req':>10} {'x baseline':>10} {'req/s':>8}")
+    for name, cpu, rps in rows:
+        print(f"{name:<34} {cpu:>10.1f} {cpu / baseline:>10.2f} {'' if rps is None else f'{rps:>8.0f}'}")
+    print("\nnative gateway, where the CPU goes (stages measured alone; µs/req):")
+    accounted = echo["cpu_us_per_request"] + sum(stages.values())
+    for name, cpu in [("gRPC server + HTTP/2 + asyncio (echo)", echo["cpu_us_per_request"]), *stages.items()]:
+        print(f"  {name:<44} {cpu:>8.1f}")
+    print(f"  {'pipeline glue, not attributed above':<44} {native['cpu_us_per_request'] - accounted:>8.1f}")
+    print(f"  {'total (native gateway)':<44} {native['cpu_us_per_request']:>8.1f}")
+    met = budget.met(ratio)
+    print(f"\nbudget e2e_cpu: {budget.describe()}: {ratio:.2f} {'ok' if met else 'MISSED'}")
+    result = {
+        "requests": args.requests, "concurrency": args.concurrency,
+        "echo": echo, "native": native, "pure": pure,
+        "raw_verify_us": verify_us, "raw_sign_us": sign_us, "baseline_us": baseline,
+        "native_vs_baseline": ratio, "pure_vs_baseline": pure["cpu_us_per_request"] / baseline,
+        "stages_us": stages, "budget": budget.describe(), "budget_met": met,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {path}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
