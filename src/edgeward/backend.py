@@ -1,28 +1,30 @@
 """The backend REST client (docs/protocol.md §5, docs/routes.md): sessions, commands, public auth.
 
-One aiohttp session with a keep-alive pool serves every call. Each call has one total
+One ``HTTP11Client`` (edgeward.http11) with a keep-alive pool serves every call: it costs a
+fraction of aiohttp's CPU per request (bench/test_backend_client.py). Each call has one total
 deadline (``timeout_ms``, connect and body included) and reads at most ``max_response_bytes``
 of the answer, so a slow or misbehaving backend costs the gateway a bounded amount of time and
 memory per request. Every failure leaves as a ``Rejection`` (``backend_timeout`` or
-``backend_unavailable``): callers never see an aiohttp exception, and the gRPC layer turns the
-rejection into the contract's status. Failures are logged at WARNING with a short reason, never
+``backend_unavailable``): callers never see an HTTP client exception, and the gRPC layer turns
+the rejection into the contract's status. Failures are logged at WARNING with a short reason, never
 with a payload, which may hold user data.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
+import os
+import random
 import re
-import secrets
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from edgeward.crypto import sha256
+from edgeward.http11 import HTTP11Client, HTTPClientError, Origin, ResponseTooLargeError
 from edgeward.reasons import Reason, Rejection
 from edgeward.routes import Route
 from edgeward.session_record import SessionRecord, parse_session
@@ -38,12 +40,14 @@ __all__ = (
 log = logging.getLogger(__name__)
 
 # Idle pooled connections are dropped before the common 5 s server-side idle timeouts (Node,
-# uvicorn) so that a POST is not sent on a socket the backend is closing: aiohttp only retries
-# idempotent methods on a stale connection.
+# uvicorn) so that a POST is rarely sent on a socket the backend is closing (http11 retries such
+# a request once, on a new connection, only when no byte of an answer came back).
 _KEEPALIVE_S = 4.0
 _PUBLIC_PREFIX = "/api/v1/public/"
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _ZERO_TRACE_ID = "0" * 32
+# Parent span ids need to be unique, not secret: a PRNG seeded from the OS, no system call per request.
+_span_ids = random.Random(os.urandom(16))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,10 +70,6 @@ class BackendAnswer:
     status: int
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def traceparent_for(trace_id: str, request_id: str) -> str:
     """A W3C traceparent continuing the client's trace when it sent a usable one.
 
@@ -81,7 +81,7 @@ def traceparent_for(trace_id: str, request_id: str) -> str:
         tid = trace_id.lower()
     else:
         tid = sha256((trace_id or request_id).encode()).hex()[:32]
-    return f"00-{tid}-{secrets.randbits(64) or 1:016x}-01"
+    return f"00-{tid}-{_span_ids.getrandbits(64) or 1:016x}-01"
 
 
 def stable_error_code(body: bytes) -> str | None:
@@ -122,27 +122,37 @@ class BackendClient:
         max_connections: int = 256,
         max_response_bytes: int = 4 * 1024 * 1024,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.query or parts.fragment:
+            raise ValueError(f"a backend base URL has no query or fragment: {base_url!r}")
+        self._origin = Origin.from_url(base_url)
+        self._prefix = parts.path.rstrip("/")  # paths are appended to it as they are
+        # Credentials in the URL become Basic auth, as aiohttp made them.
+        self._auth: dict[str, str] = {}
+        if parts.username is not None:
+            userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("latin-1")
+            self._auth["Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
         self._timeout_ms = timeout_ms
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HTTP11Client | None = None
 
     async def start(self) -> None:
-        if self._session is not None:
+        if self._http is not None:
             return
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_S)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._timeout_ms / 1000),
-            # Headers and cookies are per call; nothing a backend says may leak into the next one.
-            cookie_jar=aiohttp.DummyCookieJar(),
+        # Headers are per call and no cookies are kept, so nothing a backend says leaks into the
+        # next call; redirects are answers like any other.
+        self._http = HTTP11Client(
+            timeout_s=self._timeout_ms / 1000,
+            max_connections=self._max_connections,
+            keepalive_s=_KEEPALIVE_S,
+            max_response_bytes=self._max_response_bytes,
         )
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     async def get_session(self, device_session_id: str) -> SessionRecord | None:
         """The backend's record for a device session, or None when the backend does not know it."""
@@ -199,14 +209,14 @@ class BackendClient:
 
     async def ping(self) -> bool:
         """True when the backend answers HTTP at all (any status): a readiness probe, so no logging."""
-        session = self._session
-        if session is None:
+        http = self._http
+        if http is None:
             return False
         try:
-            async with session.head(self._url("/"), allow_redirects=False):
-                return True
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            await http.request(self._origin, "HEAD", self._prefix + "/", headers=self._auth)
+        except (HTTPClientError, OSError):  # TimeoutError is an OSError
             return False
+        return True
 
     async def _call(
         self,
@@ -219,40 +229,29 @@ class BackendClient:
         data: bytes | None = None,
     ) -> tuple[int, bytes]:
         """One bounded request: (status, body), or the Rejection that stands for its failure."""
-        if self._session is None:
+        if self._http is None:
             raise RuntimeError("BackendClient.start() was not called")
+        # Paths are validated (routes) or percent-encoded (session ids) and sent as they are: no
+        # requoting or dot-segment normalization may change what the backend is asked for.
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode(params)
+        if self._auth:
+            headers = {**self._auth, **(headers or {})}
         try:
-            async with self._session.request(
-                method, self._url(path), headers=headers, params=params, data=data, allow_redirects=False
-            ) as resp:
-                return resp.status, await self._read_bounded(resp)
+            answer = await self._http.request(self._origin, method, target, headers=headers, body=data)
         except TimeoutError:  # before OSError: TimeoutError is one
             raise self._failure(
                 Reason.BACKEND_TIMEOUT, what, f"no answer within {self._timeout_ms} ms"
             ) from None
-        except _TooLarge:
+        except ResponseTooLargeError:
             raise self._failure(
                 Reason.BACKEND_UNAVAILABLE, what, f"answer over {self._max_response_bytes} bytes"
             ) from None
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            # ValueError: a header value aiohttp refuses to send (e.g. with a newline in it).
+        except (HTTPClientError, OSError) as exc:
+            # InvalidRequestError among them: a header value that cannot be sent (e.g. a newline).
             raise self._failure(Reason.BACKEND_UNAVAILABLE, what, type(exc).__name__) from None
-
-    def _url(self, path: str) -> URL:
-        # Paths are validated (routes) or percent-encoded (session ids): no requoting or
-        # dot-segment normalization may change what the backend is asked for.
-        return URL(self._base_url + path, encoded=True)
-
-    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
-        limit = self._max_response_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            raise _TooLarge
-        body = bytearray()
-        while chunk := await resp.content.readany():
-            body += chunk
-            if len(body) > limit:
-                raise _TooLarge
-        return bytes(body)
+        return answer.status, answer.body
 
     @staticmethod
     def _failure(reason: Reason, what: str, why: str) -> Rejection:
