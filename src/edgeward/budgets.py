@@ -71,6 +71,9 @@ class Budget:
 
 
 class CommandBudgets:
+    # Which of charge()'s keys each budget counts: (name, index into the keys tuple).
+    _KEYS = (("ip", 0), ("session", 1), ("user", 2), ("message_type", 3))
+
     def __init__(
         self,
         *,
@@ -80,31 +83,25 @@ class CommandBudgets:
         message_type: Limit | None,
         clock: Callable[[], float] = monotonic_ms,
     ) -> None:
-        self._budgets = {
-            name: Budget(name, limit)
-            for name, limit in (("ip", ip), ("session", session), ("user", user), ("message_type", message_type))
-            if limit is not None
-        }
+        limits = {"ip": ip, "session": session, "user": user, "message_type": message_type}
+        self._budgets = tuple(
+            (Budget(name, limit), index) for name, index in self._KEYS if (limit := limits[name]) is not None
+        )
         self._clock = clock
 
     def charge(self, client_ip: str, device_session_id: str, user_id: str, message_type: str) -> None:
         """Admit the request against every budget, or raise rate_limited naming the tightest one."""
         if not self._budgets:
             return
-        keys = {
-            "ip": client_ip,
-            "session": device_session_id,
-            "user": user_id,
-            "message_type": f"{user_id}\x00{message_type}",
-        }
+        keys = (client_ip, device_session_id, user_id, f"{user_id}\x00{message_type}")
         now = self._clock()
-        admitted: list[tuple[Budget, str, float]] = []
+        tats = []
         worst_wait, worst = 0.0, ""
-        for name, budget in self._budgets.items():
-            wait, new_tat = budget.wait_ms(keys[name], now)
+        for budget, index in self._budgets:
+            wait, new_tat = budget.wait_ms(keys[index], now)
             if wait > worst_wait:
-                worst_wait, worst = wait, name
-            admitted.append((budget, keys[name], new_tat))
+                worst_wait, worst = wait, budget.name
+            tats.append(new_tat)
         if worst:
             raise Rejection(
                 Reason.RATE_LIMITED,
@@ -112,5 +109,5 @@ class CommandBudgets:
                 metadata={"budget": worst},
                 retry_after_ms=max(1, int(worst_wait + 0.999)),
             )
-        for budget, key, new_tat in admitted:
-            budget.charge(key, new_tat)
+        for (budget, index), new_tat in zip(self._budgets, tats, strict=True):
+            budget.charge(keys[index], new_tat)

@@ -12,6 +12,7 @@ import logging
 import time
 
 import grpc
+from prometheus_client import Counter
 
 from edgeward.metrics import GatewayMetrics
 from edgeward.pipeline import CommandExecutor
@@ -21,6 +22,7 @@ from edgeward.rpc_errors import trailers_for
 __all__ = ("SERVICE_NAME", "GatewayService", "client_ip")
 
 SERVICE_NAME = "edgeward.v1.EdgeGateway"
+_MAX_RESULT_CODES = 64
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,10 @@ class GatewayService:
         self._commands = commands
         self._metrics = metrics
         self.accepting = True  # False while draining: new calls get shutting_down
+        # Children bound once: a labels() lookup per request costs more than the increment.
+        self._ok = metrics.requests.labels("ExecuteCommand", "ok")
+        self._duration = metrics.duration.labels("ExecuteCommand")
+        self._results: dict[str, Counter] = {}
 
     def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         return grpc.method_handlers_generic_handler(
@@ -53,7 +59,7 @@ class GatewayService:
             if not self.accepting:
                 raise Rejection(Reason.SHUTTING_DOWN)
             response, result_code = await self._commands.execute(request, client_ip(context.peer()))
-            self._metrics.backend_results.labels(result_code).inc()
+            self._result_counter(result_code).inc()
             return response
         except Rejection as rejection:
             outcome = rejection.reason.wire
@@ -65,6 +71,20 @@ class GatewayService:
             log.exception("ExecuteCommand failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal_error")
         finally:
-            self._metrics.requests.labels("ExecuteCommand", outcome).inc()
-            self._metrics.duration.labels("ExecuteCommand").observe(time.perf_counter() - started)
+            counter = self._ok if outcome == "ok" else self._metrics.requests.labels("ExecuteCommand", outcome)
+            counter.inc()
+            self._duration.observe(time.perf_counter() - started)
         raise AssertionError("unreachable: context.abort raises")
+
+    def _result_counter(self, result_code: str) -> Counter:
+        """The backend-result counter child; past ``_MAX_RESULT_CODES`` codes, new ones count as "other".
+
+        Result codes come from the backend, so their number is bounded here, not trusted.
+        """
+        counter = self._results.get(result_code)
+        if counter is None:
+            label = result_code if len(self._results) < _MAX_RESULT_CODES else "other"
+            counter = self._metrics.backend_results.labels(label)
+            if label != "other":
+                self._results[result_code] = counter
+        return counter
