@@ -43,7 +43,7 @@ test: install
 
 # Budgets (ratios measured in one run) and the end-to-end table; see docs/performance.md.
 bench: install
-	$(BIN)/python -m pytest bench -p no:cacheprovider --benchmark-columns=min,median,max,rounds
+	$(BIN)/python -m pytest bench -s -p no:cacheprovider --benchmark-columns=min,median,max,rounds
 	$(BIN)/python -m bench.e2e
 
 lint: install
