@@ -24,6 +24,8 @@ async def _get(gateway: Gateway, path: str) -> tuple[int, Any]:
 async def test_healthz_and_readyz(gateway: Gateway) -> None:
     status, body = await _get(gateway, "/healthz")
     assert status == 200 and body["status"] == "ok"
+    assert body["implementation"] == "native"
+    assert body["native"] == {"crypto": True, "envelope": True, "session_lru": True}
     status, body = await _get(gateway, "/readyz")
     assert (status, body) == (200, {"ready": True, "checks": {"accepting": True, "replay_store": True}})
 
@@ -56,3 +58,4 @@ async def test_metrics_count_outcomes_by_reason(gateway: Gateway, channel: grpc.
     assert 'edgeward_requests_total{outcome="ok",rpc="ExecuteCommand"} 1.0' in text
     assert 'edgeward_requests_total{outcome="replayed_request",rpc="ExecuteCommand"} 1.0' in text
     assert 'edgeward_backend_results_total{result_code="ok"} 1.0' in text
+    assert 'edgeward_native_active{concern="envelope"} 1.0' in text
