@@ -78,3 +78,50 @@ def test_every_setting_is_documented() -> None:
     text = DOCS.read_text()
     missing = [f.name for f in dataclasses.fields(GatewaySettings) if f"`EDGEWARD_{f.name.upper()}`" not in text]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_push_settings_parse_and_booleans_take_the_usual_spellings() -> None:
+    settings = load(
+        GatewaySettings,
+        {
+            "EDGEWARD_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS": "off",
+            "EDGEWARD_STREAM_QUEUE_SIZE": "16",
+            "EDGEWARD_SHUTDOWN_GRACE_MS": "0",
+        },
+    )
+    assert settings.grpc_keepalive_permit_without_calls is False
+    assert settings.stream_queue_size == 16 and settings.shutdown_grace_ms == 0
+    permit = load(GatewaySettings, {"EDGEWARD_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS": "Yes"})
+    assert permit.grpc_keepalive_permit_without_calls is True
+    with pytest.raises(ConfigError, match="EDGEWARD_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS='maybe'"):
+        load(GatewaySettings, {"EDGEWARD_GRPC_KEEPALIVE_PERMIT_WITHOUT_CALLS": "maybe"})
+    with pytest.raises(ConfigError, match="EDGEWARD_STREAM_QUEUE_SIZE"):
+        load(GatewaySettings, {"EDGEWARD_STREAM_QUEUE_SIZE": "0"})
+
+
+def test_edge_protection_settings() -> None:
+    settings = load(
+        GatewaySettings,
+        {
+            "EDGEWARD_TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::/32",
+            "EDGEWARD_PUBLIC_LIMIT_EMAIL": "3/h:2",
+            "EDGEWARD_PUBLIC_LIMIT_IP": "off",
+            "EDGEWARD_LIMITER_REDIS_URL": "redis://127.0.0.1:7000/1",
+            "EDGEWARD_LIMITER_ON_REDIS_ERROR": "closed",
+        },
+    )
+    assert str(settings.trusted_proxies) == "10.0.0.0/8,2001:db8::/32"
+    assert settings.public_limit_email == Limit(3 / 3600, 2) and settings.public_limit_ip is None
+    assert settings.limiter_redis_url == "redis://127.0.0.1:7000/1" and settings.limiter_on_redis_error == "closed"
+    assert settings.public_limiter_on_redis_error == "local" and str(GatewaySettings().trusted_proxies) == "none"
+    with pytest.raises(ConfigError) as info:
+        load(
+            GatewaySettings,
+            {
+                "EDGEWARD_TRUSTED_PROXIES": "proxy.internal",
+                "EDGEWARD_PUBLIC_LIMITER_ON_REDIS_ERROR": "maybe",
+                "EDGEWARD_PREAUTH_FAILURE_LIMIT": "10/d:1",
+                "EDGEWARD_LIMIT_IPV6_PREFIX": "129",
+            },
+        )
+    assert len(info.value.errors) == 4

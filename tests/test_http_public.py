@@ -1,12 +1,15 @@
-"""The public auth proxy on a real port, in front of a fake backend that records every call."""
+"""The public auth proxy on a real port, in front of a fake backend that records every call:
+body checks, per-IP / per-e-mail / per-challenge limits (fake clock), X-Forwarded-For from trusted proxies."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import socket
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,12 +18,25 @@ import pytest
 from aiohttp import web
 
 from edgeward.backend import BackendClient
+from edgeward.client_address import TrustedProxies
 from edgeward.http_public import make_public_app
+from edgeward.limiter import Limit, MemoryLimiter
+from edgeward.public_limits import PublicLimits
 
 SEND = "/api/v1/public/auth/send-email-code"
 CONFIRM = "/api/v1/public/auth/confirm-email-code"
-MAX_BODY = 256
-CONFIRM_BODY = {"challenge_id": "c-1", "code": "123456", "client_public_key": "a2V5"}
+MAX_BODY = 512
+KEY = base64.b64encode(bytes(range(32))).decode()
+CONFIRM_BODY = {"challenge_id": "chl_c-1", "code": "123456", "client_public_key": KEY}
+SEND_BODY = {"email": "ada@example.com"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclasses.dataclass
@@ -63,6 +79,7 @@ class Stack:
     backend: FakeBackend
     url: str
     http: aiohttp.ClientSession
+    refused: Counter[str]
 
     async def post(self, path: str, **kwargs: Any) -> tuple[int, dict[str, object], aiohttp.ClientResponse]:
         async with self.http.post(self.url + path, **kwargs) as resp:
@@ -70,31 +87,53 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def start_stack(backend_url: str, fake: FakeBackend, timeout_ms: int = 5_000) -> AsyncIterator[Stack]:
+async def start_stack(
+    backend_url: str,
+    fake: FakeBackend,
+    timeout_ms: int = 5_000,
+    limits: PublicLimits | None = None,
+    trusted: TrustedProxies | None = None,
+) -> AsyncIterator[Stack]:
     """The proxy on a real port in front of ``backend_url``, and a client session to call it."""
     client = BackendClient(backend_url, timeout_ms=timeout_ms)
     await client.start()
-    runner, url = await serve(make_public_app(client, max_body_bytes=MAX_BODY))
+    refused: Counter[str] = Counter()
+    app = make_public_app(client, max_body_bytes=MAX_BODY, limits=limits, trusted_proxies=trusted, refused=refused)
+    runner, url = await serve(app)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Stack(fake, url, http)
+            yield Stack(fake, url, http, refused)
     finally:
         fake.release.set()
         await runner.cleanup()
         await client.close()
 
 
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
 @pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
+async def make_stack() -> AsyncIterator[StackFactory]:
+    """Start proxies (with limits or trusted proxies) in front of one fake backend."""
     fake = FakeBackend()
     app = web.Application()
     app.router.add_post("/{tail:.*}", fake.handle)
     backend_runner, backend_url = await serve(app)
+    stacks = contextlib.AsyncExitStack()
+
+    async def make(**kwargs: Any) -> Stack:
+        return await stacks.enter_async_context(start_stack(backend_url, fake, timeout_ms=500, **kwargs))
+
     try:
-        async with start_stack(backend_url, fake, timeout_ms=500) as value:
-            yield value
+        yield make
     finally:
+        await stacks.aclose()
         await backend_runner.cleanup()
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()
 
 
 def error_of(body: dict[str, object]) -> tuple[object, object]:
@@ -150,7 +189,7 @@ async def test_malformed_bodies_get_a_stable_error_and_never_reach_the_backend(
 async def test_an_oversized_chunked_body_is_refused_without_reading_it_all(stack: Stack) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"email": "'
-        for _ in range(8):
+        for _ in range(12):
             yield b"x" * 100
 
     status, body, _resp = await stack.post(SEND, data=chunks(), headers={"Content-Type": "application/json"})
@@ -162,7 +201,7 @@ async def test_an_oversized_chunked_body_is_refused_without_reading_it_all(stack
     ("path", "document", "field"),
     [
         (SEND, {}, "missing field 'email'"),
-        (SEND, {"email": "a@b", "name": "x"}, "unexpected field 'name'"),
+        (SEND, {"email": "a@example.com", "name": "x"}, "unexpected field 'name'"),
         (SEND, {"email": 5}, "field 'email' must be a string"),
         (SEND, {"email": None}, "field 'email' must be a string"),
         (CONFIRM, {**CONFIRM_BODY, "code": 123456}, "field 'code' must be a string"),
@@ -191,14 +230,14 @@ async def test_answers_outside_the_contract_are_backend_unavailable(
     stack: Stack, answer: tuple[int, bytes], status: int, code: str
 ) -> None:
     stack.backend.answer = answer
-    got_status, body, _resp = await stack.post(SEND, json={"email": "a@b"})
+    got_status, body, _resp = await stack.post(SEND, json=SEND_BODY)
     assert got_status == status and error_of(body)[0] == code
     assert len(stack.backend.calls) == 1
 
 
 async def test_a_slow_backend_is_504(stack: Stack) -> None:
     stack.backend.stall = True
-    status, body, _resp = await stack.post(SEND, json={"email": "a@b"})
+    status, body, _resp = await stack.post(SEND, json=SEND_BODY)
     assert status == 504 and error_of(body)[0] == "backend_timeout"
 
 
@@ -207,7 +246,7 @@ async def test_backend_down_is_503() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     async with start_stack(f"http://127.0.0.1:{port}", FakeBackend()) as stack:
-        status, body, _resp = await stack.post(SEND, json={"email": "a@b"})
+        status, body, _resp = await stack.post(SEND, json=SEND_BODY)
         assert status == 503 and error_of(body)[0] == "backend_unavailable"
 
 
@@ -218,3 +257,196 @@ async def test_other_paths_and_methods_get_json_errors(stack: Stack) -> None:
         assert resp.status == 405 and "POST" in resp.headers["Allow"]
         assert error_of(orjson.loads(await resp.read()))[0] == "method_not_allowed"
     assert stack.backend.calls == []
+
+
+# ---- field syntax: every class of bad value, named, never forwarded ----
+
+TOO_LONG_EMAIL = "a@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "." + "e" * 57 + ".com"  # 255 characters
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        *[
+            (SEND, {"email": bad}, "email")
+            for bad in (
+                "",
+                "ada",
+                "a@b",  # a single-label domain
+                "ada@@example.com",
+                "ada lovelace@example.com",
+                "ada@exa_mple.com",
+                ".ada@example.com",
+                "ada..l@example.com",
+                "ada@-example.com",
+                "ada@example.c0m-",
+                "x" * 65 + "@example.com",  # local part over 64
+                TOO_LONG_EMAIL,  # over 254
+                "ädä@example.com",  # only ASCII addresses (IDN domains in their xn-- form)
+                '"ada"@example.com',  # no quoted local parts
+            )
+        ],
+        *[
+            (CONFIRM, {**CONFIRM_BODY, "code": bad}, "code")
+            # The last two: fullwidth and Arabic-Indic digits.
+            for bad in ("", "123", "123456789", "12345a", " 123456", "\uff11\uff12\uff13\uff14", "\u0663" * 6)
+        ],
+        *[
+            (CONFIRM, {**CONFIRM_BODY, "client_public_key": bad}, "client_public_key")
+            for bad in (
+                "",
+                "a2V5",  # 3 bytes
+                KEY[:-1],  # unpadded
+                base64.b64encode(bytes(33)).decode(),
+                base64.b64encode(bytes(31)).decode(),
+                base64.urlsafe_b64encode(bytes([0xFB]) * 32).decode(),  # URL-safe alphabet
+                KEY + " ",
+                "=" * 44,
+            )
+        ],
+        *[
+            (CONFIRM, {**CONFIRM_BODY, "challenge_id": bad}, "challenge_id")
+            for bad in ("", "x" * 129, "chl/../x", "chl id", "chl_ü")
+        ],
+    ],
+)
+async def test_each_bad_field_value_is_named_and_never_reaches_the_backend(
+    stack: Stack, path: str, document: dict[str, object], field: str
+) -> None:
+    status, body, _resp = await stack.post(path, json=document)
+    code, message = error_of(body)
+    assert (status, code) == (400, "invalid_request")
+    assert isinstance(message, str) and message.startswith(f"field '{field}' must be")
+    assert stack.backend.calls == []
+    assert stack.refused == {"invalid_request": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "document"),
+    [
+        (SEND, {"email": "Ada.Lovelace+sign-in@Example.COM"}),
+        (SEND, {"email": " ada@example.com "}),
+        (SEND, {"email": "o'brien@xn--bcher-kva.example"}),
+        (SEND, {"email": "x" * 64 + "@example.com"}),
+        (SEND, {"email": TOO_LONG_EMAIL[:-5] + ".com"}),  # 254 characters
+        (CONFIRM, {**CONFIRM_BODY, "code": "0000"}),
+        (CONFIRM, {**CONFIRM_BODY, "code": "01234567"}),
+        (CONFIRM, {**CONFIRM_BODY, "challenge_id": "A" * 128}),
+    ],
+)
+async def test_valid_values_are_forwarded_unchanged(stack: Stack, path: str, document: dict[str, object]) -> None:
+    status, _body, _resp = await stack.post(path, json=document)
+    assert status == 200
+    (call,) = stack.backend.calls
+    assert orjson.loads(call.body) == document
+
+
+def test_an_email_is_normalized_to_its_mailbox() -> None:
+    from edgeward.public_checks import normalize_email
+
+    assert normalize_email(" Ada.Lovelace+sign-in@Example.COM ") == "ada.lovelace@example.com"
+    assert normalize_email("+only-tag@example.com") == "+only-tag@example.com"
+    assert normalize_email("ada@example") is None
+
+
+# ---- rate limits: per IP, per e-mail, per challenge; 429 with Retry-After; reset with the clock ----
+
+
+def limits(clock: FakeClock, **kwargs: Limit | None) -> PublicLimits:
+    return PublicLimits(MemoryLimiter(clock), **kwargs)
+
+
+async def assert_rate_limited(stack: Stack, path: str, document: object, retry_after: int, **kw: Any) -> None:
+    before = len(stack.backend.calls)
+    status, body, resp = await stack.post(path, json=document, **kw)
+    assert (status, error_of(body)[0]) == (429, "rate_limited")
+    assert resp.headers["Retry-After"] == str(retry_after)
+    assert len(stack.backend.calls) == before  # never forwarded
+
+
+async def test_the_per_ip_limit_trips_at_its_count_per_route_and_resets(make_stack: StackFactory) -> None:
+    clock = FakeClock()
+    stack = await make_stack(limits=limits(clock, ip=Limit(1 / 60, 3)))
+    for _ in range(3):
+        assert (await stack.post(SEND, json=SEND_BODY))[0] == 200
+    await assert_rate_limited(stack, SEND, SEND_BODY, retry_after=60)
+    assert (await stack.post(CONFIRM, json=CONFIRM_BODY))[0] == 200  # each route has its own count
+    clock.now += 59_000
+    await assert_rate_limited(stack, SEND, SEND_BODY, retry_after=1)
+    clock.now += 1_000
+    assert (await stack.post(SEND, json=SEND_BODY))[0] == 200
+    clock.now += 3 * 60_000  # a full refill
+    assert [(await stack.post(SEND, json=SEND_BODY))[0] for _ in range(4)] == [200, 200, 200, 429]
+    assert stack.refused == {"rate_limited": 3}
+
+
+async def test_malformed_requests_count_against_the_per_ip_limit(make_stack: StackFactory) -> None:
+    stack = await make_stack(limits=limits(FakeClock(), ip=Limit(1 / 60, 2)))
+    assert (await stack.post(SEND, data=b"x", headers={"Content-Type": "text/plain"}))[0] == 415
+    assert (await stack.post(SEND, json={"email": "nope"}))[0] == 400
+    await assert_rate_limited(stack, SEND, SEND_BODY, retry_after=60)
+
+
+async def test_the_per_email_limit_counts_one_mailbox_however_spelled(make_stack: StackFactory) -> None:
+    clock = FakeClock()
+    stack = await make_stack(limits=limits(clock, ip=Limit(100, 100), email=Limit(1 / 3600, 2)))
+    assert (await stack.post(SEND, json={"email": "ada@example.com"}))[0] == 200
+    assert (await stack.post(SEND, json={"email": "Ada+1@Example.com"}))[0] == 200
+    await assert_rate_limited(stack, SEND, {"email": " ADA+2@example.COM"}, retry_after=3600)
+    assert (await stack.post(SEND, json={"email": "grace@example.com"}))[0] == 200  # another mailbox
+    clock.now += 3_600_000
+    assert (await stack.post(SEND, json={"email": "ada@example.com"}))[0] == 200
+    await assert_rate_limited(stack, SEND, {"email": "ada@example.com"}, retry_after=3600)
+
+
+async def test_the_per_challenge_limit_stops_guessing_a_code(make_stack: StackFactory) -> None:
+    clock = FakeClock()
+    stack = await make_stack(limits=limits(clock, ip=Limit(100, 100), challenge=Limit(1 / 3600, 5)))
+    stack.backend.answer = (400, b'{"error": {"code": "invalid_code", "message": "wrong code"}}')
+    for guess in range(5):
+        status, body, _resp = await stack.post(CONFIRM, json={**CONFIRM_BODY, "code": f"{guess:06d}"})
+        assert (status, error_of(body)[0]) == (400, "invalid_code")  # the backend's answer, passed through
+    await assert_rate_limited(stack, CONFIRM, {**CONFIRM_BODY, "code": "000005"}, retry_after=3600)
+    assert len(stack.backend.calls) == 5
+    other = {**CONFIRM_BODY, "challenge_id": "chl_other"}
+    assert (await stack.post(CONFIRM, json=other))[0] == 400  # another challenge: forwarded
+    clock.now += 3_600_000
+    assert (await stack.post(CONFIRM, json=CONFIRM_BODY))[0] == 400
+    await assert_rate_limited(stack, CONFIRM, CONFIRM_BODY, retry_after=3600)
+
+
+async def test_a_limiter_failing_closed_is_503(make_stack: StackFactory) -> None:
+    from edgeward.limiter import LimiterUnavailable
+
+    class Down(MemoryLimiter):
+        def acquire(self, hits: Any) -> Any:
+            raise LimiterUnavailable("down")
+
+    stack = await make_stack(limits=PublicLimits(Down(), ip=Limit(1, 1)))
+    status, body, _resp = await stack.post(SEND, json=SEND_BODY)
+    assert (status, error_of(body)[0]) == (503, "limiter_unavailable")
+    assert stack.backend.calls == []
+
+
+# ---- X-Forwarded-For: believed from trusted proxies only ----
+
+
+async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(make_stack: StackFactory) -> None:
+    stack = await make_stack(limits=limits(FakeClock(), ip=Limit(1 / 60, 1)))
+    assert (await stack.post(SEND, json=SEND_BODY, headers={"X-Forwarded-For": "198.51.100.1"}))[0] == 200
+    # Another claimed address does not buy another budget: the peer is what counts.
+    await assert_rate_limited(stack, SEND, SEND_BODY, retry_after=60, headers={"X-Forwarded-For": "198.51.100.2"})
+    assert [call.forwarded_for for call in stack.backend.calls] == ["127.0.0.1"]
+
+
+async def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(make_stack: StackFactory) -> None:
+    stack = await make_stack(
+        limits=limits(FakeClock(), ip=Limit(1 / 60, 1)), trusted=TrustedProxies.parse("127.0.0.0/8, 10.0.0.0/8")
+    )
+    # The client claimed 6.6.6.6; the trusted proxy at 10.0.0.2 saw 198.51.100.1.
+    chain = {"X-Forwarded-For": "6.6.6.6, 198.51.100.1, 10.0.0.2"}
+    assert (await stack.post(SEND, json=SEND_BODY, headers=chain))[0] == 200
+    await assert_rate_limited(stack, SEND, SEND_BODY, retry_after=60, headers=chain)
+    other = {"X-Forwarded-For": "6.6.6.6, 198.51.100.2"}
+    assert (await stack.post(SEND, json=SEND_BODY, headers=other))[0] == 200  # another client behind the proxy
+    assert [call.forwarded_for for call in stack.backend.calls] == ["198.51.100.1", "198.51.100.2"]

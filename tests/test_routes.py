@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from edgeward.limiter import Limit
 from edgeward.routes import DEFAULT_ROUTES, Route, RouteFileError, load_route_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,20 @@ def test_the_example_routes_file_is_valid() -> None:
     assert "user.profile.get" in table and len(table) > len(DEFAULT_ROUTES)
 
 
+def test_a_route_may_set_its_own_message_type_budget(tmp_path: Path) -> None:
+    routes = {
+        "user.export": {"method": "POST", "path": "/api/v1/user/export", "budget": "2/h:1"},
+        "user.ping": {"method": "GET", "path": "/api/v1/user/ping", "budget": "off"},
+        "user.plain": {"method": "GET", "path": "/api/v1/user/plain"},
+    }
+    table = load_route_table(write(tmp_path, {"routes": routes}))
+    export = table.get("user.export")
+    assert export is not None and export.budget == Limit(2 / 3600, 1)
+    assert table.get("user.plain") == Route("user.plain", "GET", "/api/v1/user/plain")
+    assert table.budget_overrides() == {"user.export": Limit(2 / 3600, 1), "user.ping": None}
+    assert load_route_table(None).budget_overrides() == {}
+
+
 GOOD = {"method": "GET", "path": "/api/v1/user/profile"}
 
 
@@ -77,7 +92,12 @@ GOOD = {"method": "GET", "path": "/api/v1/user/profile"}
         ("gateway.subscribe", GOOD, "reserved"),
         ("gateway.anything", GOOD, "reserved"),
         ("user.a", "GET /api/v1/user/a", "must be an object"),
-        ("user.a", {**GOOD, "budget": {"rate": 1}}, "unknown key 'budget'"),
+        ("user.a", {**GOOD, "budgets": "1:1"}, "unknown key 'budgets' (allowed: budget, method, path)"),
+        ("user.a", {**GOOD, "budget": {"rate": 1}}, "budget must be a string"),
+        ("user.a", {**GOOD, "budget": None}, "budget must be a string"),
+        ("user.a", {**GOOD, "budget": "fast"}, "budget: expected RATE"),
+        ("user.a", {**GOOD, "budget": "5/d:1"}, "budget: expected RATE"),
+        ("user.a", {**GOOD, "budget": "0:1"}, "budget: expected RATE"),
         ("user.a", {"path": "/api/v1/user/a"}, "method must be one of"),
         ("user.a", {"method": "get", "path": "/api/v1/user/a"}, "method must be one of"),
         ("user.a", {"method": "FETCH", "path": "/api/v1/user/a"}, "method must be one of"),

@@ -145,3 +145,30 @@ async def test_close_cancels_fetches_in_flight() -> None:
     await cache.close()
     with pytest.raises(asyncio.CancelledError):
         await pending
+
+
+async def test_refresh_asks_the_backend_again_whatever_is_cached() -> None:
+    source = Source({"a": SessionRecord("a", "u1", KEY, False)})
+    cache = make(source)
+    assert (await cache.lookup("a")) is not None
+    source.records["a"] = SessionRecord("a", "u1", KEY, True, 9)  # revoked while nobody told the cache
+    assert not (await cache.lookup("a")).revoked  # type: ignore[union-attr]
+    refreshed = await cache.refresh("a")
+    assert refreshed is not None and refreshed.revoked
+    assert (await cache.lookup("a")).revoked  # type: ignore[union-attr]
+    assert source.calls == ["a", "a"]
+
+
+async def test_refresh_waits_out_a_fetch_that_started_before_it() -> None:
+    source = Source({"a": SessionRecord("a", "u1", KEY, False)})
+    source.gate = asyncio.Event()
+    cache = make(source)
+    early = asyncio.ensure_future(cache.lookup("a"))
+    await until_called(source)
+    source.records["a"] = SessionRecord("a", "u1", KEY, True)  # the early fetch already has its answer
+    late = asyncio.ensure_future(cache.refresh("a"))
+    await asyncio.sleep(0)
+    source.gate.set()
+    assert not (await early).revoked  # type: ignore[union-attr]
+    assert (await late).revoked  # type: ignore[union-attr]
+    assert len(source.calls) == 2 and (await cache.lookup("a")).revoked  # type: ignore[union-attr]

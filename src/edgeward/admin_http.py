@@ -3,13 +3,15 @@
 ``/healthz`` answers while the process runs and says which implementation is active
 ("native", "pure" or "mixed", and per concern whether its native twin is loaded);
 ``/readyz`` is 503 while draining or while the replay store cannot take reservations (the
-gateway then rejects every request, since the replay store fails closed); ``/metrics`` is the
+gateway then rejects every request, since the replay store fails closed); it also reports, without
+gating on it, the state of the backend push stream (docs/push.md says why); ``/metrics`` is the
 instance's Prometheus registry. Bind it to a private address: it is not for clients.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,13 +23,17 @@ from edgeward.metrics import GatewayMetrics
 __all__ = ("make_admin_app",)
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+Report = Callable[[], dict[str, Any]]
 
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def make_admin_app(metrics: GatewayMetrics, readiness: ReadinessCheck) -> web.Application:
+def make_admin_app(
+    metrics: GatewayMetrics, readiness: ReadinessCheck, report: Report | None = None
+) -> web.Application:
+    """``readiness`` gates /readyz (every check must be true); ``report`` adds informative members."""
     health = {
         "status": "ok",
         "version": __version__,
@@ -42,7 +48,8 @@ def make_admin_app(metrics: GatewayMetrics, readiness: ReadinessCheck) -> web.Ap
     async def readyz(_request: web.Request) -> web.Response:
         checks = await readiness()
         ready = all(checks.values())
-        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+        extra = report() if report is not None else {}
+        return _json({"ready": ready, "checks": checks, **extra}, 200 if ready else 503)
 
     async def metrics_page(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(metrics.registry))

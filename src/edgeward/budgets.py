@@ -1,79 +1,33 @@
 """Command budgets, request-flow step 7: per client IP, device session, user, and
 (user, message type).
 
-Each budget is a GCRA limiter (the token bucket as one timestamp per key): ``rate`` requests per
-second sustained, ``burst`` at once. A request is charged to all four budgets only when all four
-admit it, so a refused request costs nothing; the refusal carries the longest wait as
-``retry_after_ms`` (sent to the client as ``google.rpc.RetryInfo``).
+Each budget is a GCRA limit (``edgeward.limiter``): ``rate`` requests per second sustained,
+``burst`` at once. A request is charged to all of them only when all admit it, so a refused
+request costs nothing; the refusal is ``rate_limited`` naming the tightest budget, with the
+longest wait as ``retry_after_ms`` (sent as ``google.rpc.RetryInfo``). The (user, message type)
+budget can be set per message type in the routes file (docs/routes.md), ``off`` included.
 
-Memory is bounded per budget: keys are kept least-recently-charged first and the oldest is
-dropped beyond ``max_keys``. Dropping a key forgets its debt, which only ever lets a request
-through earlier; it never refuses one that would have passed.
+``charge`` answers at once with the in-process limiter (it returns None or raises), and returns
+an awaitable with the Redis limiter: the hot path costs no coroutine unless Redis is in use.
+When the limiter cannot decide and its failure mode is "closed", the request is refused with
+``limiter_unavailable``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from edgeward.client_address import ip_limit_key
 from edgeward.clock import monotonic_ms
+from edgeward.limiter import Hit, Limit, Limiter, LimiterUnavailable, MemoryLimiter, Rate, Verdict, parse_limit
 from edgeward.reasons import Reason, Rejection
 
-__all__ = ("Budget", "CommandBudgets", "Limit", "parse_limit")
+__all__ = ("CommandBudgets", "Limit", "parse_limit")
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Limit:
-    rate_per_s: float
-    burst: int
-
-    def __str__(self) -> str:
-        return f"{self.rate_per_s:g}:{self.burst}"
-
-
-def parse_limit(text: str) -> Limit | None:
-    """``"RATE:BURST"`` (requests per second, requests at once), or ``off``."""
-    if text.strip().lower() == "off":
-        return None
-    rate_text, sep, burst_text = text.partition(":")
-    try:
-        rate, burst = float(rate_text), int(burst_text) if sep else 0
-    except ValueError:
-        raise ValueError("expected RATE:BURST (e.g. 50:100) or off") from None
-    if not sep or rate <= 0 or burst < 1:
-        raise ValueError("expected RATE:BURST with RATE > 0 and BURST >= 1, or off")
-    return Limit(rate, burst)
-
-
-class Budget:
-    """One GCRA limiter over many keys."""
-
-    __slots__ = ("_interval_ms", "_max_keys", "_tat", "_tolerance_ms", "name")
-
-    def __init__(self, name: str, limit: Limit, max_keys: int = 100_000) -> None:
-        self.name = name
-        self._interval_ms = 1000.0 / limit.rate_per_s
-        self._tolerance_ms = self._interval_ms * limit.burst
-        self._max_keys = max_keys
-        self._tat: OrderedDict[str, float] = OrderedDict()  # key -> theoretical arrival time
-
-    def wait_ms(self, key: str, now: float) -> tuple[float, float]:
-        """(how long the request must wait, the key's next arrival time if it is admitted now)."""
-        new_tat = max(self._tat.get(key, now), now) + self._interval_ms
-        return max(0.0, new_tat - self._tolerance_ms - now), new_tat
-
-    def charge(self, key: str, new_tat: float) -> None:
-        self._tat[key] = new_tat
-        self._tat.move_to_end(key)
-        if len(self._tat) > self._max_keys:
-            self._tat.popitem(last=False)
+_SCOPE_PREFIX = "budget."  # limiter scopes are budget.ip, budget.session, ...: ErrorInfo says "ip", ...
 
 
 class CommandBudgets:
-    # Which of charge()'s keys each budget counts: (name, index into the keys tuple).
-    _KEYS = (("ip", 0), ("session", 1), ("user", 2), ("message_type", 3))
-
     def __init__(
         self,
         *,
@@ -81,33 +35,70 @@ class CommandBudgets:
         session: Limit | None,
         user: Limit | None,
         message_type: Limit | None,
+        overrides: Mapping[str, Limit | None] | None = None,
+        limiter: Limiter | None = None,
+        ipv6_prefix: int = 64,
         clock: Callable[[], float] = monotonic_ms,
     ) -> None:
-        limits = {"ip": ip, "session": session, "user": user, "message_type": message_type}
-        self._budgets = tuple(
-            (Budget(name, limit), index) for name, index in self._KEYS if (limit := limits[name]) is not None
-        )
-        self._clock = clock
+        """``overrides`` maps a message type to its own (user, message type) limit (None: off)."""
+        self._limiter: Limiter = limiter if limiter is not None else MemoryLimiter(clock)
+        self._ip = Rate(ip) if ip else None
+        self._session = Rate(session) if session else None
+        self._user = Rate(user) if user else None
+        self._message_type = Rate(message_type) if message_type else None
+        self._overrides = {mt: Rate(limit) if limit else None for mt, limit in (overrides or {}).items()}
+        self._ipv6_prefix = ipv6_prefix
+        self._off = not (ip or session or user or message_type or any(self._overrides.values()))
 
-    def charge(self, client_ip: str, device_session_id: str, user_id: str, message_type: str) -> None:
-        """Admit the request against every budget, or raise rate_limited naming the tightest one."""
-        if not self._budgets:
-            return
-        keys = (client_ip, device_session_id, user_id, f"{user_id}\x00{message_type}")
-        now = self._clock()
-        tats = []
-        worst_wait, worst = 0.0, ""
-        for budget, index in self._budgets:
-            wait, new_tat = budget.wait_ms(keys[index], now)
-            if wait > worst_wait:
-                worst_wait, worst = wait, budget.name
-            tats.append(new_tat)
-        if worst:
-            raise Rejection(
-                Reason.RATE_LIMITED,
-                f"{worst} budget exhausted",
-                metadata={"budget": worst},
-                retry_after_ms=max(1, int(worst_wait + 0.999)),
-            )
-        for (budget, index), new_tat in zip(self._budgets, tats, strict=True):
-            budget.charge(keys[index], new_tat)
+    def charge(
+        self, client_ip: str, device_session_id: str, user_id: str, message_type: str
+    ) -> Awaitable[None] | None:
+        """Admit the request against every budget, or raise rate_limited naming the tightest one.
+
+        None when decided at once; otherwise an awaitable to await at once, which does the same.
+        """
+        if self._off:
+            return None
+        hits: list[Hit] = []
+        if self._ip is not None:
+            if ":" in client_ip:
+                client_ip = ip_limit_key(client_ip, self._ipv6_prefix)
+            hits.append(("budget.ip", client_ip, self._ip))
+        if self._session is not None:
+            hits.append(("budget.session", device_session_id, self._session))
+        if self._user is not None:
+            hits.append(("budget.user", user_id, self._user))
+        rate = self._overrides.get(message_type, self._message_type) if self._overrides else self._message_type
+        if rate is not None:
+            hits.append(("budget.message_type", f"{user_id}\x00{message_type}", rate))
+        if not hits:
+            return None
+        try:
+            verdict = self._limiter.acquire(hits)
+        except LimiterUnavailable:
+            raise Rejection(Reason.LIMITER_UNAVAILABLE, "command budgets cannot be checked") from None
+        if verdict is None:
+            return None
+        if isinstance(verdict, tuple):
+            raise _refusal(hits, verdict)
+        return _settle(hits, verdict)
+
+
+def _refusal(hits: list[Hit], verdict: tuple[int, float]) -> Rejection:
+    index, wait_ms = verdict
+    name = hits[index][0].removeprefix(_SCOPE_PREFIX)
+    return Rejection(
+        Reason.RATE_LIMITED,
+        f"{name} budget exhausted",
+        metadata={"budget": name},
+        retry_after_ms=max(1, int(wait_ms + 0.999)),
+    )
+
+
+async def _settle(hits: list[Hit], pending: Awaitable[Verdict]) -> None:
+    try:
+        verdict = await pending
+    except LimiterUnavailable:
+        raise Rejection(Reason.LIMITER_UNAVAILABLE, "command budgets cannot be checked") from None
+    if verdict is not None:
+        raise _refusal(hits, verdict)

@@ -1,8 +1,8 @@
 """The ``edgeward`` command: each subcommand lives with the module it runs.
 
 ``serve`` runs a gateway; ``dev`` runs a local stack (see edgeward.dev); ``stub-backend`` the
-stub backend; ``doctor`` says which native modules are active; ``keygen``, ``pubkey`` and
-``call`` are client tools (edgeward.client_cli).
+stub backend; ``doctor`` says which native modules are active; ``keygen``, ``pubkey``, ``call``
+and ``subscribe`` are client tools (edgeward.client_cli).
 A bad setting exits with status 2 and one line per bad value.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 from urllib.parse import quote
@@ -304,7 +304,7 @@ class EdgewardClient:
     async def subscribe(
         self, options: Any = None, *, trace_id: str = "",
         timeout: float | None = None,  # noqa: ASYNC109  (a gRPC deadline on the whole stream)
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Verified events of a SubscribeEvents stream (the first is ``gateway.server_time``).
 
         ``options`` is sent as the JSON payload (bytes as they are, None as empty). The stream

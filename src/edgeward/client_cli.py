@@ -1,22 +1,32 @@
-"""Client commands of the ``edgeward`` CLI: ``keygen``, ``pubkey`` and ``call``.
+"""Client commands of the ``edgeward`` CLI: ``keygen``, ``pubkey``, ``call`` and ``subscribe``.
 
-``call`` is what a developer runs against ``edgeward dev``: it keeps a device key and the
-device session it logged in with in a small state folder, logs in through the public auth
-routes (reading the code from the stub backend's mailbox) when it has no session or the gateway
-says the session is unknown or revoked, then signs the command, sends it, verifies the signed
-answer with the gateway's public key and prints it. Nothing unverified is printed as a result.
+``call`` and ``subscribe`` are what a developer runs against ``edgeward dev``: they keep a device
+key and the device session they logged in with in a small state folder, log in through the public
+auth routes (reading the code from the stub backend's mailbox) when there is no session or the
+gateway says the session is unknown or revoked, and verify everything the gateway signs with its
+public key. Nothing unverified is printed as a result.
 
-Exit status: 0 for ``ok``, 1 when the backend answered an error code, 3 when the gateway
-refused the call (its stable reason on stderr), 2 for a usage or set-up problem.
+``call`` signs one command, sends it and prints the verified answer. Exit status: 0 for ``ok``,
+1 when the backend answered an error code, 3 when the gateway refused the call (its stable reason
+on stderr), 2 for a usage or set-up problem.
+
+``subscribe`` opens a SubscribeEvents stream and prints each verified event as one JSON line
+(``event_id``, ``event_type``, ``timestamp_ms``, ``trace_id``, ``payload``) as it arrives, the
+``gateway.server_time`` event first. It logs in again only when the stream is refused before its
+first event; a stream that the gateway ends later (session_revoked, slow_consumer,
+shutting_down) exits with status 3 and the reason on stderr. Exit status 0 after ``--count``
+events, 130 on Ctrl-C, 2 for a usage or set-up problem.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +37,7 @@ from edgeward.client import (
     AuthError,
     CommandResult,
     EdgewardClient,
+    Event,
     GatewayError,
     VerificationError,
     login_with_stub_mailbox,
@@ -60,21 +71,37 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     call.add_argument("message_type", help="e.g. user.echo")
     call.add_argument("payload", nargs="?", default="{}", help="JSON payload [{}]")
-    _env_option(call, "--grpc-target", "EDGEWARD_GRPC_TARGET", "127.0.0.1:50051", "gateway gRPC address")
-    _env_option(call, "--public-url", "EDGEWARD_PUBLIC_URL", "http://127.0.0.1:8080", "public auth base URL")
-    _env_option(
-        call, "--backend-url", "EDGEWARD_STUB_BACKEND_URL", "http://127.0.0.1:8700",
-        "stub backend base URL (its mailbox holds the login code)",
-    )
-    _env_option(call, "--state-dir", "EDGEWARD_CLIENT_STATE", _DEFAULT_STATE_DIR, "device key and session")
-    _env_option(call, "--email", "EDGEWARD_CLIENT_EMAIL", "dev@example.com", "e-mail to log in with")
-    _env_option(
-        call, "--gateway-public-key", "EDGEWARD_GATEWAY_PUBLIC_KEY", None,
-        f"gateway public key (base64) or a file holding it [default: {_DEV_GATEWAY_PUB}]",
-    )
+    _device_options(call)
     call.add_argument("--trace-id", default="", help="trace id carried to the backend")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds per call [10]")
     call.set_defaults(func=_call)
+
+    subscribe = subparsers.add_parser(
+        "subscribe", help="open an event stream (logging in if needed); print verified events as JSON lines"
+    )
+    subscribe.add_argument("options", nargs="?", default=None, help="JSON object of subscription options [none]")
+    _device_options(subscribe)
+    subscribe.add_argument("--trace-id", default="", help="trace id of the subscription")
+    subscribe.add_argument(
+        "--count", type=int, default=0, help="exit after this many events, server_time included [0: never]"
+    )
+    subscribe.set_defaults(func=_subscribe)
+
+
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    """Where the gateway is, how to log in, and where the device key and session are kept."""
+    _env_option(parser, "--grpc-target", "EDGEWARD_GRPC_TARGET", "127.0.0.1:50051", "gateway gRPC address")
+    _env_option(parser, "--public-url", "EDGEWARD_PUBLIC_URL", "http://127.0.0.1:8080", "public auth base URL")
+    _env_option(
+        parser, "--backend-url", "EDGEWARD_STUB_BACKEND_URL", "http://127.0.0.1:8700",
+        "stub backend base URL (its mailbox holds the login code)",
+    )
+    _env_option(parser, "--state-dir", "EDGEWARD_CLIENT_STATE", _DEFAULT_STATE_DIR, "device key and session")
+    _env_option(parser, "--email", "EDGEWARD_CLIENT_EMAIL", "dev@example.com", "e-mail to log in with")
+    _env_option(
+        parser, "--gateway-public-key", "EDGEWARD_GATEWAY_PUBLIC_KEY", None,
+        f"gateway public key (base64) or a file holding it [default: {_DEV_GATEWAY_PUB}]",
+    )
 
 
 def _env_option(parser: argparse.ArgumentParser, flag: str, env: str, default: str | None, help: str) -> None:
@@ -117,7 +144,7 @@ def _gateway_public_key(value: str | None) -> bytes:
         raise _SetupError(f"gateway public key {text!r}: {exc}") from exc
 
 
-def _device_signer(state: Path) -> Signer:
+def _device_signer(state: Path, command: str) -> Signer:
     key = state / "device.key"
     try:
         return load_signer(key)
@@ -126,7 +153,7 @@ def _device_signer(state: Path) -> Signer:
             raise
     signer = Signer.generate()
     save_signer(signer, key)
-    print(f"edgeward call: new device key in {key}", file=sys.stderr)
+    print(f"edgeward {command}: new device key in {key}", file=sys.stderr)
     return signer
 
 
@@ -147,7 +174,7 @@ def _save_session(state: Path, email: str, device_session_id: str) -> None:
 async def _login(args: argparse.Namespace, state: Path, signer: Signer) -> str:
     dsid = await login_with_stub_mailbox(args.public_url, args.backend_url, args.email, signer)
     _save_session(state, args.email, dsid)
-    print(f"edgeward call: logged in as {args.email}, device session {dsid}", file=sys.stderr)
+    print(f"edgeward {args.command}: logged in as {args.email}, device session {dsid}", file=sys.stderr)
     return dsid
 
 
@@ -168,38 +195,111 @@ async def _send(
 def _call(args: argparse.Namespace) -> int:
     try:
         payload = orjson.loads(args.payload)
-        gateway_key = _gateway_public_key(args.gateway_public_key)
     except orjson.JSONDecodeError as exc:
         print(f"edgeward call: the payload is not JSON: {exc}", file=sys.stderr)
         return 2
+
+    async def send(gateway_key: bytes, state: Path, signer: Signer) -> int:
+        result = await _send(args, payload, gateway_key, state, signer)
+        try:
+            body: Any = result.json()
+        except orjson.JSONDecodeError:
+            body = result.payload.decode(errors="replace")
+        print(f"verified response: result_code={result.result_code} request_id={result.request_id}", file=sys.stderr)
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return 0 if result.result_code == "ok" else 1
+
+    return _run_device_command(args, send)
+
+
+def _event_line(event: Event) -> str:
+    try:
+        payload: Any = event.json() if event.payload else None
+    except orjson.JSONDecodeError:
+        payload = event.payload.decode(errors="replace")
+    line = {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "timestamp_ms": event.timestamp_ms,
+        "trace_id": event.trace_id,
+        "payload": payload,
+    }
+    return orjson.dumps(line).decode()
+
+
+async def _stream(args: argparse.Namespace, options: Any, gateway_key: bytes, state: Path, signer: Signer) -> int:
+    dsid = _load_session(state, args.email) or await _login(args, state, signer)
+    seen = 0
+    async with EdgewardClient(args.grpc_target, gateway_key, signer, dsid) as client:
+        for attempt in range(2):
+            try:
+                async with contextlib.aclosing(client.subscribe(options, trace_id=args.trace_id)) as events:
+                    async for event in events:
+                        seen += 1
+                        print(_event_line(event), flush=True)
+                        if seen == args.count:
+                            return 0
+            except GatewayError as exc:
+                if seen:
+                    print(f"edgeward subscribe: the gateway ended the stream: {exc.code.name} {exc.reason}",
+                          file=sys.stderr)
+                    return 3
+                if attempt or exc.reason not in _RELOGIN_REASONS:
+                    raise
+                client.device_session_id = await _login(args, state, signer)
+                continue
+            break
+    print("edgeward subscribe: the stream ended without a status", file=sys.stderr)
+    return 3
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    try:
+        options = None if args.options is None else orjson.loads(args.options)
+    except orjson.JSONDecodeError as exc:
+        print(f"edgeward subscribe: the options are not JSON: {exc}", file=sys.stderr)
+        return 2
+    if options is not None and not isinstance(options, dict):
+        print("edgeward subscribe: the options must be a JSON object", file=sys.stderr)
+        return 2
+
+    async def stream(gateway_key: bytes, state: Path, signer: Signer) -> int:
+        return await _stream(args, options, gateway_key, state, signer)
+
+    try:
+        return _run_device_command(args, stream)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_device_command(
+    args: argparse.Namespace, action: Callable[[bytes, Path, Signer], Coroutine[Any, Any, int]]
+) -> int:
+    """Set up the device state, run ``action`` and turn the failures every device command shares into a status."""
+    name = f"edgeward {args.command}"
+    try:
+        gateway_key = _gateway_public_key(args.gateway_public_key)
     except _SetupError as exc:
-        print(f"edgeward call: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     state = Path(args.state_dir)
     try:
         state.mkdir(parents=True, exist_ok=True)
-        signer = _device_signer(state)
-        result = asyncio.run(_send(args, payload, gateway_key, state, signer))
+        signer = _device_signer(state, args.command)
+        return asyncio.run(action(gateway_key, state, signer))
     except GatewayError as exc:
         detail = f" {exc.metadata}" if exc.metadata else ""
-        print(f"edgeward call: refused by the gateway: {exc.code.name} {exc.reason}{detail}", file=sys.stderr)
+        print(f"{name}: refused by the gateway: {exc.code.name} {exc.reason}{detail}", file=sys.stderr)
         return 3
     except VerificationError as exc:
-        print(f"edgeward call: the answer does not verify: {exc}", file=sys.stderr)
+        print(f"{name}: the answer does not verify: {exc}", file=sys.stderr)
         return 3
     except AuthError as exc:
-        print(f"edgeward call: login failed: {exc}", file=sys.stderr)
+        print(f"{name}: login failed: {exc}", file=sys.stderr)
         return 2
     except aiohttp.ClientError as exc:  # before OSError: some are OSErrors
-        print(f"edgeward call: cannot reach {args.public_url} or {args.backend_url}: {exc}", file=sys.stderr)
+        print(f"{name}: cannot reach {args.public_url} or {args.backend_url}: {exc}", file=sys.stderr)
         return 2
     except (KeyFileError, OSError) as exc:
-        print(f"edgeward call: device state in {state}: {exc}", file=sys.stderr)
+        print(f"{name}: device state in {state}: {exc}", file=sys.stderr)
         return 2
-    try:
-        body: Any = result.json()
-    except orjson.JSONDecodeError:
-        body = result.payload.decode(errors="replace")
-    print(f"verified response: result_code={result.result_code} request_id={result.request_id}", file=sys.stderr)
-    print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-    return 0 if result.result_code == "ok" else 1

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from edgeward.budgets import Limit, parse_limit
+from edgeward.client_address import TrustedProxies
+from edgeward.limiter import parse_failure_mode
 
 __all__ = (
     "Address",
@@ -91,6 +93,15 @@ def _text(text: str) -> str:
     return text
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -138,7 +149,70 @@ class GatewaySettings:
     budget_message_type: Limit | None = setting(
         Limit(50, 100), parse_limit, "commands per (user, message type)"
     )
+    # Edge protection (docs/edge-protection.md): public auth limits, pre-auth guard, limiter back-end.
+    trusted_proxies: TrustedProxies = setting(
+        TrustedProxies(), TrustedProxies.parse, "CIDRs whose X-Forwarded-For is believed (public listener); none"
+    )
+    limit_ipv6_prefix: int = setting(64, _int_in(32, 128), "per-IP limits count an IPv6 client by this prefix")
+    public_limit_ip: Limit | None = setting(
+        Limit(0.5, 30), parse_limit, "public auth requests per client IP and route: RATE[/s|/m|/h]:BURST or off"
+    )
+    public_limit_email: Limit | None = setting(Limit(6 / 3600, 5), parse_limit, "send-email-code per e-mail address")
+    public_limit_challenge: Limit | None = setting(
+        Limit(1 / 3600, 5), parse_limit, "confirm-email-code attempts per challenge"
+    )
+    preauth_failure_limit: Limit | None = setting(
+        Limit(10 / 60, 20), parse_limit, "authentication failures per client IP before its cool-down"
+    )
+    preauth_cooldown_ms: int = setting(
+        60_000, _int_in(1_000, 86_400_000), "how long an IP over its failure limit is refused"
+    )
+    limiter_redis_url: str | None = setting(
+        None, _redis_url, "Redis shared by all instances' limits; unset: in-process"
+    )
+    limiter_redis_timeout_ms: int = setting(200, _int_in(10, 10_000), "connect and reply timeout of the Redis limiter")
+    limiter_redis_retry_ms: int = setting(
+        1_000, _int_in(0, 600_000), "after a Redis limiter failure, how long the failure mode decides alone"
+    )
+    limiter_on_redis_error: str = setting(
+        "open", parse_failure_mode, "command budgets and pre-auth guard without Redis: open, closed or local"
+    )
+    public_limiter_on_redis_error: str = setting(
+        "local", parse_failure_mode, "public auth limits without Redis: open, closed or local"
+    )
     public_max_body_bytes: int = setting(8_192, _int_in(64, 1_048_576), "largest public auth request body")
+    # Push (docs/push.md): SubscribeEvents streams, keepalive, shutdown, the backend push stream.
+    stream_queue_size: int = setting(
+        256, _int_in(1, 1_000_000), "events queued per SubscribeEvents stream before it ends as slow_consumer"
+    )
+    max_streams_per_session: int = setting(
+        4, _int_in(1, 1_000), "concurrent SubscribeEvents streams per device session"
+    )
+    max_streams_per_user: int = setting(32, _int_in(1, 100_000), "concurrent SubscribeEvents streams per user")
+    grpc_keepalive_time_ms: int = setting(
+        30_000, _int_in(1_000, 7_200_000), "the gateway pings a client connection idle this long"
+    )
+    grpc_keepalive_timeout_ms: int = setting(
+        10_000, _int_in(1_000, 600_000), "a connection whose ping is not answered within this is closed"
+    )
+    grpc_keepalive_permit_without_calls: bool = setting(
+        True, _bool, "keepalive pings (both ways) also on connections with no call open"
+    )
+    grpc_min_ping_interval_ms: int = setting(
+        10_000, _int_in(1_000, 3_600_000), "shortest client ping interval accepted before GOAWAY too_many_pings"
+    )
+    shutdown_grace_ms: int = setting(
+        5_000, _int_in(0, 600_000), "on SIGTERM, how long calls in flight may finish before they are cancelled"
+    )
+    push_reconnect_initial_ms: int = setting(
+        250, _int_in(10, 60_000), "first delay before reconnecting the backend push stream"
+    )
+    push_reconnect_max_ms: int = setting(
+        10_000, _int_in(10, 600_000), "cap of the push reconnection delay (doubles per failure, jittered)"
+    )
+    backend_push_keepalive_ms: int = setting(
+        300_000, _int_in(10_000, 7_200_000), "ping the backend push connection when idle this long"
+    )
     log_level: str = setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
 
 

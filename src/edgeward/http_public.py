@@ -1,45 +1,39 @@
 """The public auth listener: a checking proxy for the backend's e-mail sign-in endpoints.
 
 Only two routes exist (``PUBLIC_ROUTES``). A request is checked before it costs the backend
-anything: JSON content type, a bounded body (never read past ``max_body_bytes``), a JSON object
-with exactly the route's fields, all strings. The backend's answer is passed through as is when
-it has one of the contract's forms (a JSON object on 2xx, a stable error on 4xx); anything else,
-or no answer, becomes ``backend_unavailable`` (503) or ``backend_timeout`` (504), so a client
-only ever sees ``{"error": {"code", "message"}}`` errors from this listener.
+anything, in this order (docs/edge-protection.md):
 
-Each route is a ``PublicRoute`` entry, so later checks (the anti-abuse layer) attach per route
-without touching the handler.
+1. the client address is resolved (``edgeward.client_address``; X-Forwarded-For only from
+   trusted proxies) and charged to its per-IP limit (429 ``rate_limited``);
+2. JSON content type (415), a bounded body (413; never read past ``max_body_bytes``), then the
+   route's exact fields and their syntax (400 ``invalid_request`` naming the field:
+   ``edgeward.public_checks``);
+3. the per-e-mail or per-challenge limit (429 ``rate_limited``: ``edgeward.public_limits``).
+
+The backend's answer is passed through as is when it has one of the contract's forms (a JSON
+object on 2xx, a stable error on 4xx); anything else, or no answer, becomes
+``backend_unavailable`` (503) or ``backend_timeout`` (504), so a client only ever sees
+``{"error": {"code", "message"}}`` errors from this listener.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from collections import Counter
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from edgeward.backend import BackendClient, stable_error_code
+from edgeward.client_address import TrustedProxies, client_address
+from edgeward.public_checks import PUBLIC_ROUTES, PublicError, PublicRoute, check_body
+from edgeward.public_limits import PublicLimits
 from edgeward.reasons import Reason, Rejection
 
 __all__ = ("PUBLIC_ROUTES", "PublicRoute", "make_public_app")
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PublicRoute:
-    """A proxied endpoint: the gateway and backend path, and its exact set of string fields."""
-
-    path: str
-    fields: tuple[str, ...]
-
-
-PUBLIC_ROUTES: tuple[PublicRoute, ...] = (
-    PublicRoute("/api/v1/public/auth/send-email-code", ("email",)),
-    PublicRoute("/api/v1/public/auth/confirm-email-code", ("challenge_id", "code", "client_public_key")),
-)
 
 # aiohttp's own 404 and 405 are text; these become the listener's JSON error form.
 _ROUTING_ERRORS = {404: "not_found", 405: "method_not_allowed"}
@@ -53,6 +47,15 @@ def _json(status: int, body: bytes) -> web.Response:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return _json(status, orjson.dumps({"error": {"code": code, "message": message}}))
+
+
+def _refusal(error: PublicError) -> web.Response:
+    resp = _error(error.status, error.code, error.message)
+    if error.retry_after_s is not None:
+        resp.headers["Retry-After"] = str(error.retry_after_s)
+    if error.close:
+        resp.force_close()
+    return resp
 
 
 @web.middleware
@@ -69,27 +72,17 @@ async def _json_routing_errors(request: web.Request, handler: Handler) -> web.St
         return resp
 
 
-async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is over ``limit``: read at most ``limit + 1`` bytes, chunked or not."""
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The body; ``PublicError`` 413 when it is over ``limit`` (at most ``limit + 1`` bytes are read)."""
+    too_large = PublicError(413, "request_too_large", f"the body is over {limit} bytes", close=True)
     if request.content_length is not None and request.content_length > limit:
-        return None
+        raise too_large
     body = bytearray()
     while chunk := await request.content.readany():
         body += chunk
         if len(body) > limit:
-            return None
+            raise too_large
     return bytes(body)
-
-
-def _field_problem(route: PublicRoute, document: dict[str, object]) -> str | None:
-    """What is wrong with the body's fields, naming the first bad one; None when they are right."""
-    for name in route.fields:
-        if name not in document:
-            return f"missing field '{name}'"
-        if not isinstance(document[name], str):
-            return f"field '{name}' must be a string"
-    extra = sorted(set(document) - set(route.fields))
-    return f"unexpected field '{extra[0]}'" if extra else None
 
 
 def _pass_through(status: int, body: bytes) -> bool:
@@ -104,31 +97,38 @@ def _pass_through(status: int, body: bytes) -> bool:
         return False
 
 
-def make_public_app(backend: BackendClient, *, max_body_bytes: int) -> web.Application:
-    """The public listener's application; ``backend`` must be started by the caller."""
+def make_public_app(
+    backend: BackendClient,
+    *,
+    max_body_bytes: int,
+    limits: PublicLimits | None = None,
+    trusted_proxies: TrustedProxies | None = None,
+    refused: Counter[str] | None = None,
+) -> web.Application:
+    """The public listener's application; ``backend`` must be started by the caller.
+
+    Without ``limits`` nothing is rate limited; without ``trusted_proxies`` the client address
+    is always the peer. ``refused`` counts the gateway's own refusals by error code (metrics).
+    """
+    public_limits = limits or PublicLimits()
+    trusted = trusted_proxies or TrustedProxies()
+    refusals = Counter[str]() if refused is None else refused
 
     def proxy(route: PublicRoute) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
-            if request.content_type != "application/json":
-                return _error(415, "unsupported_media_type", "Content-Type must be application/json")
-            body = await _read_bounded(request, max_body_bytes)
-            if body is None:
-                resp = _error(413, "request_too_large", f"the body is over {max_body_bytes} bytes")
-                resp.force_close()  # the rest of the body is not wanted on this connection
-                return resp
+            client_ip = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), trusted)
             try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return _error(400, "invalid_request", "the body is not valid JSON")
-            if not isinstance(document, dict):
-                return _error(400, "invalid_request", "the body must be a JSON object")
-            problem = _field_problem(route, document)
-            if problem is not None:
-                return _error(400, "invalid_request", problem)
-            # The gateway is the edge: a client's own X-Forwarded-For is not trusted, only the peer.
-            headers = {"Content-Type": "application/json"}
-            if request.remote:
-                headers["X-Forwarded-For"] = request.remote
+                await public_limits.admit_ip(route.name, client_ip)
+                if request.content_type != "application/json":
+                    raise PublicError(415, "unsupported_media_type", "Content-Type must be application/json")
+                body = await _read_bounded(request, max_body_bytes)
+                classified = check_body(route, body, client_ip)
+                await public_limits.admit(classified)
+            except PublicError as error:
+                refusals[error.code] += 1
+                return _refusal(error)
+            # The backend learns the client address as resolved here, never a client's own claim.
+            headers = {"Content-Type": "application/json", "X-Forwarded-For": client_ip}
             try:
                 status, answer = await backend.post_public(route.path, body, headers)
             except Rejection as rejection:

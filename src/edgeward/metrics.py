@@ -2,13 +2,25 @@
 
 Each Gateway gets its own registry (several can run in one process, as in tests); the admin
 listener serves it at /metrics. Labels are bounded: rpc names and stable reason codes only.
+
+Push metrics are read at scrape time from the hub's and the dispatcher's plain int counters
+(``watch_push``), so delivering an event costs no metric update.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgeward import native
+
+if TYPE_CHECKING:
+    from edgeward.push_dispatcher import PushDispatcher
+    from edgeward.pushhub import PushHub
 
 __all__ = ("GatewayMetrics",)
 
@@ -50,4 +62,54 @@ class GatewayMetrics:
             self.native.labels(concern).set(1 if kind == "c" else 0)
         self.sessions_cached = Gauge(
             "edgeward_sessions_cached", "Device session records held in the cache.", registry=self.registry
+        )
+
+    def watch_push(self, hub: PushHub, dispatcher: PushDispatcher) -> None:
+        """Export the push hub's and the dispatcher's counters."""
+        self.registry.register(_PushCollector(hub, dispatcher))
+
+
+class _PushCollector(Collector):
+    def __init__(self, hub: PushHub, dispatcher: PushDispatcher) -> None:
+        self._hub = hub
+        self._dispatcher = dispatcher
+
+    def collect(self) -> Iterator[Metric]:
+        stats, dispatcher = self._hub.stats, self._dispatcher
+        yield GaugeMetricFamily("edgeward_streams_open", "Open SubscribeEvents streams.", value=len(self._hub))
+        ended = CounterMetricFamily(
+            "edgeward_streams_ended",
+            "SubscribeEvents streams ended, by reason ('cancelled': by the client).",
+            labels=("reason",),
+        )
+        for reason, count in sorted(stats.streams_ended.items()):
+            ended.add_metric((reason,), count)
+        yield ended
+        yield CounterMetricFamily(
+            "edgeward_slow_consumers", "Streams ended because their queue was full.",
+            value=stats.streams_ended["slow_consumer"],
+        )
+        yield CounterMetricFamily(
+            "edgeward_events_published", "Client events received from the backend push stream.",
+            value=stats.events_published,
+        )
+        yield CounterMetricFamily(
+            "edgeward_events_signed", "Client events that reached a stream (each signed once).",
+            value=stats.events_signed,
+        )
+        yield CounterMetricFamily(
+            "edgeward_events_delivered", "Events written to streams (one per stream), server_time included.",
+            value=stats.events_delivered,
+        )
+        yield GaugeMetricFamily(
+            "edgeward_push_connected", "1 while the backend push stream is established.",
+            value=1 if dispatcher.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "edgeward_push_reconnects", "Backend push streams established again after a loss.",
+            value=dispatcher.reconnects,
+        )
+        yield CounterMetricFamily(
+            "edgeward_push_invalidations", "Session invalidations received and applied.",
+            value=dispatcher.invalidations,
         )

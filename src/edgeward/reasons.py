@@ -28,9 +28,11 @@ class Reason(enum.Enum):
     REPLAYED_REQUEST = ("replayed_request", grpc.StatusCode.ALREADY_EXISTS)
     RATE_LIMITED = ("rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED)
     SLOW_CONSUMER = ("slow_consumer", grpc.StatusCode.RESOURCE_EXHAUSTED)
+    TOO_MANY_STREAMS = ("too_many_streams", grpc.StatusCode.RESOURCE_EXHAUSTED)
     UNKNOWN_MESSAGE_TYPE = ("unknown_message_type", grpc.StatusCode.UNIMPLEMENTED)
     BACKEND_UNAVAILABLE = ("backend_unavailable", grpc.StatusCode.UNAVAILABLE)
     REPLAY_STORE_UNAVAILABLE = ("replay_store_unavailable", grpc.StatusCode.UNAVAILABLE)
+    LIMITER_UNAVAILABLE = ("limiter_unavailable", grpc.StatusCode.UNAVAILABLE)  # Redis limiter failing closed
     SHUTTING_DOWN = ("shutting_down", grpc.StatusCode.UNAVAILABLE)
     BACKEND_TIMEOUT = ("backend_timeout", grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -43,7 +45,8 @@ class Rejection(Exception):
     """A request refused with a stable reason.
 
     ``metadata`` goes into ``ErrorInfo.metadata`` (``field`` for invalid_envelope,
-    ``server_time_ms`` for stale_request); ``retry_after_ms`` becomes ``google.rpc.RetryInfo``.
+    ``server_time_ms`` for stale_request, ``scope`` and ``max_streams`` for too_many_streams);
+    ``retry_after_ms`` becomes ``google.rpc.RetryInfo``.
     """
 
     def __init__(

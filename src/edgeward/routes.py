@@ -8,20 +8,23 @@ refused with ``unknown_message_type`` before anything reaches the backend.
 The file is validated strictly and in full when the gateway starts, and every mistake is a
 ``RouteFileError`` naming the file and the entry, so a bad deployment fails at boot rather than
 on the first request. Unknown keys are refused (not ignored) so that a typo cannot silently drop
-a setting, and so that per-route options (such as budget overrides) can be added to an entry
-later without old gateways misreading new files.
+a setting, and so that per-route options can be added to an entry later without old gateways
+misreading new files. The one option so far is ``budget``: the route's own (user, message type)
+command budget, ``"RATE[/s|/m|/h]:BURST"`` or ``"off"``, in place of EDGEWARD_BUDGET_MESSAGE_TYPE.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+
+from edgeward.limiter import Limit, parse_limit
 
 __all__ = (
     "DEFAULT_ROUTES",
@@ -41,17 +44,21 @@ _MESSAGE_TYPE = re.compile(r"[a-z0-9._-]{1,64}")
 # the backend's router would normalize away.
 _USER_PATH = re.compile(r"/api/v1/user(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+/?")
 _FILE_KEYS = frozenset({"include_defaults", "routes"})
-# One place to extend when route entries grow options (e.g. per-message-type budgets).
-_ROUTE_KEYS = frozenset({"method", "path"})
+# One place to extend when route entries grow options.
+_ROUTE_KEYS = frozenset({"method", "path", "budget"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Route:
-    """One forwarding rule: ``message_type`` is sent as ``method`` to ``path`` on the backend."""
+    """One forwarding rule: ``message_type`` is sent as ``method`` to ``path`` on the backend.
+
+    ``budget``: the route's own (user, message type) budget, "off" for none, None for the default.
+    """
 
     message_type: str
     method: str
     path: str
+    budget: Limit | Literal["off"] | None = None
 
 
 DEFAULT_ROUTES: Mapping[str, Route] = MappingProxyType(
@@ -92,6 +99,14 @@ class RouteTable:
 
     def __repr__(self) -> str:
         return f"RouteTable({sorted(self._routes)!r})"
+
+    def budget_overrides(self) -> dict[str, Limit | None]:
+        """message_type -> its own (user, message type) budget (None: off), for the routes that set one."""
+        return {
+            mt: None if route.budget == "off" else route.budget
+            for mt, route in self._routes.items()
+            if route.budget is not None
+        }
 
 
 def load_route_table(path: str | None) -> RouteTable:
@@ -155,4 +170,15 @@ def _parse_route(source: str, message_type: str, entry: Any) -> Route:
         raise bad(
             f"path segments must be non-empty, use only [A-Za-z0-9._~-] and not start with '.', got {path!r}"
         )
-    return Route(message_type, method, path)
+    budget = _parse_budget(entry["budget"], bad) if "budget" in entry else None
+    return Route(message_type, method, path, budget)
+
+
+def _parse_budget(value: Any, bad: Callable[[str], RouteFileError]) -> Limit | Literal["off"]:
+    if not isinstance(value, str):
+        raise bad('budget must be a string: "RATE[/s|/m|/h]:BURST" or "off"')
+    try:
+        limit = parse_limit(value)
+    except ValueError as exc:
+        raise bad(f"budget: {exc}") from None
+    return "off" if limit is None else limit

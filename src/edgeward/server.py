@@ -1,9 +1,12 @@
 """Assembles a gateway from its settings and runs it: start and stop ordering live here.
 
-Start: backend client, replay store, then the listeners (gRPC, public HTTP, admin).
-Stop: readiness goes false and new calls get ``shutting_down``, the gRPC server stops with a
-grace period for calls in flight, then the HTTP listeners, then the backend client, the
-session cache and the replay store close, so nothing in flight loses its dependencies.
+Start: backend client, replay store, the listeners (gRPC, public HTTP, admin), then the backend
+push dispatcher.
+Stop (docs/push.md): readiness goes false and new calls get ``shutting_down``; the push hub
+closes, so every open stream ends with ``shutting_down`` rather than holding the grace period;
+the gRPC server stops with a grace period for calls in flight; then the HTTP listeners; then the
+clients: push dispatcher, session cache, backend client and replay store, so nothing in flight
+loses its dependencies (invalidations keep arriving while commands finish).
 """
 
 from __future__ import annotations
@@ -11,20 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 import grpc
 from aiohttp import web
 
 from edgeward.admin_http import make_admin_app
 from edgeward.backend import BackendClient
-from edgeward.budgets import CommandBudgets
 from edgeward.config import Address, GatewaySettings
 from edgeward.crypto import Signer
 from edgeward.grpc_service import GatewayService
 from edgeward.http_public import make_public_app
 from edgeward.keys import load_signer
 from edgeward.metrics import GatewayMetrics
-from edgeward.pipeline import CommandExecutor, RequestVerifier
+from edgeward.pipeline import CommandExecutor, RequestVerifier, SubscriptionOpener
+from edgeward.protection import EdgeProtection
+from edgeward.push_dispatcher import Backoff, PushDispatcher
+from edgeward.pushhub import PushHub
 from edgeward.replay import open_replay_store
 from edgeward.routes import load_route_table
 from edgeward.session_cache import SessionCache
@@ -36,6 +42,24 @@ log = logging.getLogger(__name__)
 # The largest envelope (ids, hash, trace id, signature, tags) is well under this; a message
 # larger than payload limit + overhead is refused by gRPC itself with RESOURCE_EXHAUSTED.
 _ENVELOPE_OVERHEAD_BYTES = 4096
+
+
+def _grpc_options(settings: GatewaySettings) -> list[tuple[str, int]]:
+    """Server options; the keepalive ones keep long-lived streams alive behind load balancers."""
+    return [
+        ("grpc.so_reuseport", 0),  # a port already in use is an error, not a shared listener
+        ("grpc.max_receive_message_length", settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES),
+        # Pings on idle connections: a load balancer or NAT sees traffic before its idle timeout,
+        # and a client that vanished is noticed (its streams end, its caps are freed).
+        ("grpc.keepalive_time_ms", settings.grpc_keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(settings.grpc_keepalive_permit_without_calls)),
+        # Quiet streams carry no data for long stretches: keep pinging them (gRPC stops after two).
+        ("grpc.http2.max_pings_without_data", 0),
+        # Client pings more frequent than this are "strikes"; two of them and the connection gets
+        # GOAWAY too_many_pings (gRPC's default of 5 minutes would refuse mobile keepalives).
+        ("grpc.http2.min_ping_interval_without_data_ms", settings.grpc_min_ping_interval_ms),
+    ]
 
 
 def _signer_from(settings: GatewaySettings) -> Signer:
@@ -53,7 +77,10 @@ def _signer_from(settings: GatewaySettings) -> Signer:
 class Gateway:
     """One gateway instance. Ports given as 0 are bound to free ports, readable after start()."""
 
-    def __init__(self, settings: GatewaySettings, signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: GatewaySettings, signer: Signer | None = None, limiter_clock: Callable[[], float] | None = None
+    ) -> None:
+        """``limiter_clock`` (ms) drives every rate limit instead of the real clocks; for tests."""
         self.settings = settings
         self.signer = signer or _signer_from(settings)
         self.metrics = GatewayMetrics()
@@ -66,21 +93,35 @@ class Gateway:
             ttl_ms=settings.session_cache_ttl_ms,
             negative_ttl_ms=settings.session_negative_ttl_ms,
         )
-        budgets = CommandBudgets(
-            ip=settings.budget_ip,
-            session=settings.budget_session,
-            user=settings.budget_user,
-            message_type=settings.budget_message_type,
-        )
+        self.protection = EdgeProtection(settings, self.routes, limiter_clock)  # docs/edge-protection.md
         verifier = RequestVerifier(
             self.sessions,
             self.replay,
-            budgets,
+            self.protection.budgets,
             max_payload_bytes=settings.max_payload_bytes,
             freshness_window_ms=settings.freshness_window_ms,
+            guard=self.protection.guard,
         )
+        self.protection.register_metrics(self.metrics.registry, verifier)
+        self.hub = PushHub(
+            self.signer,
+            queue_size=settings.stream_queue_size,
+            max_per_session=settings.max_streams_per_session,
+            max_per_user=settings.max_streams_per_user,
+        )
+        self.dispatcher = PushDispatcher(
+            str(settings.backend_push_addr),
+            self.hub,
+            self.sessions,
+            Backoff(settings.push_reconnect_initial_ms, settings.push_reconnect_max_ms),
+            keepalive_ms=settings.backend_push_keepalive_ms,
+            keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
+        )
+        self.metrics.watch_push(self.hub, self.dispatcher)
         self.service = GatewayService(
-            CommandExecutor(verifier, self.routes, self.backend, self.signer), self.metrics
+            CommandExecutor(verifier, self.routes, self.backend, self.signer),
+            SubscriptionOpener(verifier, self.hub, self.signer),
+            self.metrics,
         )
         self._grpc: grpc.aio.Server | None = None
         self._runners: list[web.AppRunner] = []
@@ -97,22 +138,23 @@ class Gateway:
 
     async def _start(self) -> None:
         await self.backend.start()
-        max_message = self.settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES
-        self._grpc = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 0),  # a port already in use is an error, not a shared listener
-                ("grpc.max_receive_message_length", max_message),
-            ]
-        )
+        self._grpc = grpc.aio.server(options=_grpc_options(self.settings))
         self._grpc.add_generic_rpc_handlers((self.service.handler(),))
         self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await self._grpc.start()
-        public = make_public_app(self.backend, max_body_bytes=self.settings.public_max_body_bytes)
+        public = make_public_app(
+            self.backend,
+            max_body_bytes=self.settings.public_max_body_bytes,
+            limits=self.protection.public_limits,
+            trusted_proxies=self.protection.trusted_proxies,
+            refused=self.protection.public_refused,
+        )
         self.public_http_port = await self._serve_http(public, self.settings.public_http_addr)
-        admin = make_admin_app(self.metrics, self._readiness)
+        admin = make_admin_app(self.metrics, self._readiness, lambda: {"push": self.dispatcher.status()})
         self.admin_http_port = await self._serve_http(admin, self.settings.admin_http_addr)
+        self.dispatcher.start()
         log.info(
             "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
             self.settings.grpc_addr.host, self.grpc_port,
@@ -125,17 +167,27 @@ class Gateway:
         """Report not ready and answer new calls with shutting_down; calls in flight finish."""
         self.service.accepting = False
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop in order; ``grace`` (seconds, default the shutdown_grace_ms setting) bounds calls in flight.
+
+        Safe to call twice, and after a failed start.
+        """
+        grace_s = self.settings.shutdown_grace_ms / 1000 if grace is None else grace
         self.begin_drain()
+        ended = self.hub.close()  # before the graceful stop (§4): streams would hold the grace period
+        if ended:
+            log.info("ended %d open streams with shutting_down", ended)
         if self._grpc is not None:
-            await self._grpc.stop(grace)
+            await self._grpc.stop(grace_s)
             self._grpc = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.dispatcher.close()
         await self.sessions.close()
         await self.backend.close()
         await self.replay.close()
+        await self.protection.close()
 
     async def _serve_http(self, app: web.Application, addr: Address) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -162,5 +214,6 @@ async def run_gateway(settings: GatewaySettings) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("stopping gateway")
+        log.info("stopping gateway: grace %d ms", settings.shutdown_grace_ms)
         await gateway.stop()
+        log.info("gateway stopped")

@@ -9,7 +9,9 @@ Request-flow step 2 (docs/protocol.md §3). What it adds to ``SessionLru``:
   of bogus ids reaches the backend once per id and per TTL and cannot evict real sessions;
 - a revoked record stays cached and is served, so revoked traffic is refused at the edge;
 - an invalidation that arrives while a fetch is in flight makes that fetch run again, so an
-  answer the backend gave before the revocation cannot overwrite it.
+  answer the backend gave before the revocation cannot overwrite it;
+- ``refresh`` asks the backend again whatever is cached: after a gap in the invalidation feed
+  (the push stream was down, docs/push.md) a cached record may be stale.
 
 Backend failures are not cached: the caller gets the ``Rejection`` (backend_unavailable or
 backend_timeout) and the next request tries again.
@@ -63,12 +65,31 @@ class SessionCache:
             return record
         if self._is_known_missing(device_session_id):
             return None
+        return await asyncio.shield(self._fetching(device_session_id))
+
+    async def refresh(self, device_session_id: str) -> SessionRecord | None:
+        """Like ``lookup``, but the answer comes from a backend call that starts after this call.
+
+        A fetch already in flight may have been answered before the gap this refresh is for, so it
+        is waited out, not joined; a fetch another caller starts meanwhile is as fresh and is joined.
+        """
+        earlier = self._inflight.get(device_session_id)
+        if earlier is not None:
+            await asyncio.wait((earlier,))
+        return await asyncio.shield(self._fetching(device_session_id))
+
+    def _fetching(self, device_session_id: str) -> asyncio.Task[SessionRecord | None]:
+        """The fetch of ``device_session_id`` in flight, started now if there is none."""
         task = self._inflight.get(device_session_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._fetch(device_session_id))
             self._inflight[device_session_id] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(device_session_id, None))
-        return await asyncio.shield(task)
+            task.add_done_callback(lambda t: self._forget_fetch(device_session_id, t))
+        return task
+
+    def _forget_fetch(self, device_session_id: str, task: asyncio.Task[SessionRecord | None]) -> None:
+        if self._inflight.get(device_session_id) is task:  # not a newer fetch of the same id
+            del self._inflight[device_session_id]
 
     def mark_revoked(self, device_session_id: str, revoked_at_ms: int | None = None) -> bool:
         self._invalidations += 1

@@ -1,0 +1,112 @@
+"""Push benchmark: fan-out throughput, memory per idle stream, revocation-to-stream-end latency.
+
+``python -m bench.push`` (part of ``make bench``) starts the stub backend and a native gateway on
+loopback (the gateway alone on core 0 where there are two cores, as in bench.e2e), then runs
+bench/push/client.py in a separate process, which holds the streams and reads the gateway's CPU
+time and RSS from /proc:
+
+- memory per idle stream: RSS growth of the gateway / streams, for 5,000 open idle streams;
+- fan-out: signed events per second delivered to 1,000 subscribers of one user, and the gateway's
+  CPU per delivered event (each event is signed once and the same bytes go to every stream);
+- invalidation latency: p50/p99 from the revocation request to the backend until the client sees
+  its stream end with ``session_revoked`` (backend -> push stream -> dispatcher -> hub -> client).
+
+These are reported, not budgeted: they describe capacity rather than overhead against a baseline.
+The table is printed and written as JSON beside the end-to-end results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.e2e.__main__ import _GATEWAY_SEED, _OTHER_CORES, ROOT, _on_server_core, _stop, _wait_port
+from edgeward import _crypto_c
+from tests.support.redis_server import free_port
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.push", description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-streams", type=int, default=5000)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "push.json"))
+    args = parser.parse_args()
+    if _OTHER_CORES is not None:
+        os.sched_setaffinity(0, _OTHER_CORES)
+    state = Path(tempfile.mkdtemp(prefix="edgeward-push-"))
+    key_file = state / "gateway.key"
+    key_file.write_text(base64.b64encode(_GATEWAY_SEED).decode() + "\n")
+    ports = {name: free_port() for name in ("stub_http", "stub_grpc", "grpc", "public", "admin")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
+        "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{ports['stub_http']}",
+        "EDGEWARD_STUB_GRPC_ADDR": f"127.0.0.1:{ports['stub_grpc']}",
+        "EDGEWARD_BACKEND_BASE_URL": f"http://127.0.0.1:{ports['stub_http']}",
+        "EDGEWARD_BACKEND_PUSH_ADDR": f"127.0.0.1:{ports['stub_grpc']}",
+        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
+        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
+        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
+        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
+        "EDGEWARD_MAX_STREAMS_PER_SESSION": "1000",
+        "EDGEWARD_MAX_STREAMS_PER_USER": "100000",
+        "EDGEWARD_STREAM_QUEUE_SIZE": "1024",
+        "EDGEWARD_PUBLIC_LIMIT_IP": "off",
+        "EDGEWARD_PUBLIC_LIMIT_EMAIL": "off",
+        "EDGEWARD_BUDGET_IP": "off",
+        "EDGEWARD_BUDGET_SESSION": "off",
+        "EDGEWARD_BUDGET_USER": "off",
+        "EDGEWARD_BUDGET_MESSAGE_TYPE": "off",
+        "EDGEWARD_LOG_LEVEL": "WARNING",
+    }
+    stub = subprocess.Popen([sys.executable, "-m", "edgeward", "stub-backend"], env=env, cwd=ROOT)
+    gateway = None
+    try:
+        _wait_port(ports["stub_http"], stub, "stub backend")
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "edgeward", "serve"], env=env, cwd=ROOT, preexec_fn=_on_server_core
+        )
+        _wait_port(ports["grpc"], gateway, "gateway")
+        _wait_port(ports["public"], gateway, "gateway public listener")
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "bench.push.client", "--target", f"127.0.0.1:{ports['grpc']}",
+                "--pid", str(gateway.pid), "--public-url", f"http://127.0.0.1:{ports['public']}",
+                "--backend-url", f"http://127.0.0.1:{ports['stub_http']}",
+                "--gateway-public-key", _crypto_c.Signer(_GATEWAY_SEED).public_key.hex(),
+                "--idle-streams", str(args.idle_streams), "--subscribers", str(args.subscribers),
+                "--events", str(args.events),
+            ],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
+        )
+        if out.returncode != 0:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        if gateway is not None:
+            _stop(gateway)
+        _stop(stub)
+    memory, fan_out, revocation = result["memory"], result["fan_out"], result["revocation"]
+    print("\nedgeward push (native gateway, loopback, uvloop)")
+    print(f"  memory per idle stream          {memory['bytes_per_idle_stream'] / 1024:8.1f} KiB "
+          f"({memory['streams']} streams, RSS +{memory['rss_delta_bytes'] / 2**20:.1f} MiB)")
+    print(f"  fan-out delivered events/s      {fan_out['delivered_per_s']:8.0f} "
+          f"({fan_out['events']} events x {fan_out['subscribers']} subscribers, {fan_out['delivered']} delivered)")
+    print(f"  gateway CPU per delivered event {fan_out['gateway_cpu_us_per_delivered_event']:8.1f} µs")
+    print(f"  revocation -> stream end        p50 {revocation['p50_ms']:.1f} ms, p99 {revocation['p99_ms']:.1f} ms "
+          f"({revocation['revocations']} revocations)")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {path}")
+    return 0 if fan_out["delivered"] == fan_out["expected"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
