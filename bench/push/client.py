@@ -64,6 +64,7 @@ class Stream:
         self.first: bytes | None = None
         self.started = asyncio.get_running_loop().create_future()
         self.ended_reason = ""
+        self.debug = ""
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -76,11 +77,12 @@ class Stream:
                     self.events += 1
                     TALLY.add()
         except grpc.aio.AioRpcError as err:
-            self.ended_reason = err.details() or f"{err.code().name} {err.debug_error_string()}"
+            self.ended_reason = err.details() or err.code().name
+            self.debug = err.debug_error_string()
         except asyncio.CancelledError:
             self.ended_reason = "cancelled"
         if not self.started.done():
-            self.started.set_exception(RuntimeError(f"stream refused: {self.ended_reason}"))
+            self.started.set_exception(RuntimeError(f"stream refused: {self.ended_reason} {self.debug}"))
 
 
 async def _login(args: argparse.Namespace, count: int, email: str) -> list[tuple[Signer, str]]:
@@ -97,10 +99,15 @@ async def _user_of(http: aiohttp.ClientSession, backend_url: str, dsid: str) -> 
 
 
 async def _open(channels: list[grpc.aio.Channel], devices: list[tuple[Signer, str]], count: int) -> list[Stream]:
-    streams = [
-        Stream(channels[i // _STREAMS_PER_CHANNEL % len(channels)], *devices[i % len(devices)]) for i in range(count)
-    ]
-    await asyncio.wait_for(asyncio.gather(*(s.started for s in streams)), 300)
+    """``count`` streams, opened a channel's worth at a time (a burst of thousands gets CANCELLED)."""
+    streams: list[Stream] = []
+    for first in range(0, count, _STREAMS_PER_CHANNEL):
+        batch = [
+            Stream(channels[i // _STREAMS_PER_CHANNEL % len(channels)], *devices[i % len(devices)])
+            for i in range(first, min(count, first + _STREAMS_PER_CHANNEL))
+        ]
+        await asyncio.wait_for(asyncio.gather(*(s.started for s in batch)), 60)
+        streams += batch
     return streams
 
 
