@@ -74,27 +74,31 @@ class GatewayService:
 
     async def execute_command(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
-        outcome = "ok"
         try:
             if not self.accepting:
                 raise Rejection(Reason.SHUTTING_DOWN)
             response, result_code = await self._commands.execute(request, client_ip(context.peer()))
-            self._result_counter(result_code).inc()
-            return response
         except Rejection as rejection:
-            outcome = rejection.reason.wire
+            # Counted before abort(), which answers the client at once: a client that has its
+            # answer can rely on the metrics saying so.
+            self._count(self._metrics.requests.labels("ExecuteCommand", rejection.reason.wire), started)
             await context.abort(
                 rejection.reason.code, rejection.reason.wire, trailing_metadata=trailers_for(rejection)
             )
         except Exception:
-            outcome = "internal_error"
+            self._count(self._metrics.requests.labels("ExecuteCommand", "internal_error"), started)
             log.exception("ExecuteCommand failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal_error")
-        finally:
-            counter = self._ok if outcome == "ok" else self._metrics.requests.labels("ExecuteCommand", outcome)
-            counter.inc()
-            self._duration.observe(time.perf_counter() - started)
-        raise AssertionError("unreachable: context.abort raises")
+        except asyncio.CancelledError:  # the client went away (or the server is stopping)
+            self._count(self._metrics.requests.labels("ExecuteCommand", "cancelled"), started)
+            raise
+        self._result_counter(result_code).inc()
+        self._count(self._ok, started)
+        return response
+
+    def _count(self, outcome: Counter, started: float) -> None:
+        outcome.inc()
+        self._duration.observe(time.perf_counter() - started)
 
     async def subscribe_events(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         """Open the stream (verification, registration), then write events until the hub ends it.
