@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _build(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--build-lib", str(tmp_path / "lib"), "--build-temp", str(tmp_path)],
-        cwd=ROOT, env=os.environ | env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | env,
+        capture_output=True, text=True, timeout=300, check=False,
     )
 
 

@@ -179,8 +179,11 @@ class MemoryLimiter:
         for index, (name, key, rate) in enumerate(hits):
             scope = scopes.get(name) or self._scope(name)
             tat = scope.tats.get(key, now)
-            new_tat = (tat if tat > now else now) + rate.interval_ms
-            wait = new_tat - rate.tolerance_ms - now
+            # Computed relative to now: an absolute now + interval - tolerance - now leaves float
+            # crumbs (1e-9 ms) that would refuse a request the bucket has room for.
+            ahead = (tat - now if tat > now else 0.0) + rate.interval_ms
+            new_tat = now + ahead
+            wait = ahead - rate.tolerance_ms
             if wait > worst_wait:
                 worst, worst_wait = index, wait
             new_tats.append(new_tat)
