@@ -120,10 +120,11 @@ def _run_gateway(args: argparse.Namespace, env: dict[str, str], pure: bool, publ
         _stop(proc)
 
 
-def _run_echo(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
+def _run_echo(args: argparse.Namespace, env: dict[str, str], legs: bool = False) -> dict[str, float]:
+    extra = ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.e2e.echo_server"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        preexec_fn=_on_server_core,
+        [sys.executable, "-m", "bench.e2e.echo_server", *(extra if legs else [])],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=_on_server_core,
     )
     try:
         assert proc.stdout is not None
@@ -196,18 +197,19 @@ def main() -> int:
     try:
         _wait_port(stub_http, stub, "stub backend")
         public_key_hex = _crypto_c.Signer(_GATEWAY_SEED).public_key.hex()
-        natives, pures, echoes = [], [], []
+        natives, pures, echoes, legged = [], [], [], []
         for _ in range(args.rounds):
             natives.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex))
             echoes.append(_run_echo(args, env))
+            legged.append(_run_echo(args, env, legs=True))
             pures.append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
-        native, pure, echo = _best(natives), _best(pures), _best(echoes)
+        native, pure, echo, echo_legs = _best(natives), _best(pures), _best(echoes), _best(legged)
         verify_us, sign_us = _raw_crypto_us()
         stages = _stage_breakdown(args, env["EDGEWARD_BACKEND_BASE_URL"], redis.url)
     finally:
         _stop(stub)
         redis.close()
-    return _report(args, native, pure, echo, verify_us, sign_us, stages)
+    return _report(args, native, pure, echo, echo_legs, verify_us, sign_us, stages)
 
 
 def _report(
@@ -215,6 +217,7 @@ def _report(
     native: dict[str, float],
     pure: dict[str, float],
     echo: dict[str, float],
+    echo_legs: dict[str, float],
     verify_us: float,
     sign_us: float,
     stages: dict[str, float],
@@ -226,6 +229,8 @@ def _report(
         ("bare grpc.aio echo", echo["cpu_us_per_request"], echo["requests_per_s"]),
         ("raw Ed25519 verify + raw sign", verify_us + sign_us, None),
         ("baseline: echo + verify + sign", baseline, None),
+        ("echo + Redis SET + backend POST", echo_legs["cpu_us_per_request"], echo_legs["requests_per_s"]),
+        ("  ... + verify + sign", echo_legs["cpu_us_per_request"] + verify_us + sign_us, None),
         ("native gateway", native["cpu_us_per_request"], native["requests_per_s"]),
         ("pure-Python gateway", pure["cpu_us_per_request"], pure["requests_per_s"]),
     ]
@@ -242,12 +247,16 @@ def _report(
     for name, cpu in [("gRPC server + HTTP/2 + asyncio (echo)", echo["cpu_us_per_request"]), *stages.items()]:
         print(f"  {name:<44} {cpu:>8.1f}")
     print(f"  {'pipeline glue, not attributed above':<44} {native['cpu_us_per_request'] - accounted:>8.1f}")
+    print(
+        f"  (in place, the two I/O legs cost {echo_legs['cpu_us_per_request'] - echo['cpu_us_per_request']:.1f} µs: "
+        "echo with them minus echo without)"
+    )
     print(f"  {'total (native gateway)':<44} {native['cpu_us_per_request']:>8.1f}")
     met = budget.met(ratio)
     print(f"\nbudget e2e_cpu: {budget.describe()}: {ratio:.2f} {'ok' if met else 'MISSED'}")
     result = {
         "requests": args.requests, "concurrency": args.concurrency,
-        "echo": echo, "native": native, "pure": pure,
+        "echo": echo, "echo_with_io_legs": echo_legs, "native": native, "pure": pure,
         "raw_verify_us": verify_us, "raw_sign_us": sign_us, "baseline_us": baseline,
         "native_vs_baseline": ratio, "pure_vs_baseline": pure["cpu_us_per_request"] / baseline,
         "stages_us": stages, "budget": budget.describe(), "budget_met": met,

@@ -1,43 +1,78 @@
-"""The baseline server: a bare grpc.aio unary echo on uvloop, configured like the gateway.
+"""The baseline servers: a bare grpc.aio unary echo on uvloop, configured like the gateway.
 
 It registers the gateway's method name with raw bytes (no protobuf (de)serialization, as the
 gateway does) and answers each request with its own bytes: what gRPC, HTTP/2 and asyncio cost
-per call before any gateway logic. Prints its port, then serves until SIGTERM.
+per call before any gateway logic. With ``--legs`` it also makes, per call, the gateway's two
+I/O legs with the gateway's own clients (a Redis ``SET NX PX`` through ``edgeward.resp`` and a
+backend ``POST /api/v1/user/echo`` through ``BackendClient``) and nothing else: what those legs
+cost in place, which the stage measurements in isolation cannot show. Prints its port, then
+serves until SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import itertools
 import signal
-import sys
 
 import grpc
 import uvloop
 
+from edgeward.backend import BackendClient, CommandContext
+from edgeward.resp import RespConnection
+from edgeward.routes import DEFAULT_ROUTES
 
-async def _echo(request: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-    return request
+_CONTEXT = CommandContext("usr_echo", "dsn_echo", "req_echo", "user.echo", "")
 
 
-async def main() -> None:
+class Legs:
+    """The gateway's Redis reservation and backend call, made once per echoed request."""
+
+    def __init__(self, redis_url: str, backend_url: str) -> None:
+        self.redis = RespConnection(redis_url)
+        self.backend = BackendClient(backend_url, 5_000)
+        self._ids = itertools.count()
+
+    async def run(self) -> None:
+        await self.redis.execute("SET", f"edgeward:bench:echo:{next(self._ids)}", "1", "NX", "PX", "60000")
+        await self.backend.forward(DEFAULT_ROUTES["user.echo"], b'{"n":1}', _CONTEXT)
+
+
+async def main(args: argparse.Namespace) -> None:
+    legs = Legs(args.redis_url, args.backend_url) if args.legs else None
+
+    async def echo(request: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        if legs is not None:
+            await legs.run()
+        return request
+
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 69_632)])
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                "edgeward.v1.EdgeGateway", {"ExecuteCommand": grpc.unary_unary_rpc_method_handler(_echo)}
+                "edgeward.v1.EdgeGateway", {"ExecuteCommand": grpc.unary_unary_rpc_method_handler(echo)}
             ),
         )
     )
     port = server.add_insecure_port("127.0.0.1:0")
+    if legs is not None:
+        await legs.backend.start()
     await server.start()
     print(port, flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await server.stop(0)
+    if legs is not None:
+        await legs.backend.close()
+        await legs.redis.close()
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--legs", action="store_true", help="also make the gateway's Redis and backend calls")
+    parser.add_argument("--redis-url", default="")
+    parser.add_argument("--backend-url", default="")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-    sys.exit(0)
+        runner.run(main(parser.parse_args()))
