@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.redis_server import free_port
+from tests.support.redis_server import free_port, listening
 
 EDGEWARD = [sys.executable, "-m", "edgeward"]
 _UP_TIMEOUT_S = 60.0
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -50,7 +41,7 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     proc = subprocess.Popen([*EDGEWARD, "dev", "--state-dir", str(state)], env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + _UP_TIMEOUT_S
-        while not (_listening(ports["grpc"]) and (state / "gateway.pub").exists()):
+        while not (listening(ports["grpc"]) and (state / "gateway.pub").exists()):
             assert proc.poll() is None, (tmp_path / "dev.log").read_text()
             assert time.monotonic() < deadline, "edgeward dev did not come up:\n" + (tmp_path / "dev.log").read_text()
             time.sleep(0.2)
@@ -66,7 +57,7 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         status = proc.wait(timeout=30)
         log.close()
     assert status == 0, (tmp_path / "dev.log").read_text()
-    assert not any(_listening(port) for port in ports.values()), "a component outlived edgeward dev"
+    assert not any(listening(port) for port in ports.values()), "a component outlived edgeward dev"
 
 
 def _call(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +23,10 @@ import pytest
 from edgeward.client import GatewayError, error_from_rpc, login_with_stub_mailbox
 from edgeward.crypto import Signer
 from tests.integration.conftest import EXECUTE, Device
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port, listening
 
 EDGEWARD = [sys.executable, "-m", "edgeward"]
 _UP_TIMEOUT_S = 60.0
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 class Processes:
@@ -51,10 +42,10 @@ class Processes:
                 (subprocess.Popen([*EDGEWARD, *args], env=self.env | env, stdout=out, stderr=out), log)
             )
 
-    def wait_listening(self, ports: list[int]) -> None:
+    def waitlistening(self, ports: list[int]) -> None:
         """Until every port listens; fails (with the logs) when a process died or time ran out."""
         deadline = time.monotonic() + _UP_TIMEOUT_S
-        while not all(map(_listening, ports)):
+        while not all(map(listening, ports)):
             for proc, log in self.procs:
                 assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "\n".join(log.read_text() for _, log in self.procs)
@@ -110,7 +101,7 @@ def test_two_gateway_processes_share_one_budget(processes: Processes, redis_serv
         processes.spawn(name, ["serve"], env)
         gateways.append((f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{public_port}"))
         ports += [grpc_port, public_port]
-    processes.wait_listening(ports)  # the three start side by side
+    processes.waitlistening(ports)  # the three start side by side
     (one, public_one), (two, _) = gateways
     signer = Signer.generate()
     dsid = asyncio.run(
