@@ -95,7 +95,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    state = Path(args.state_dir)
+    state = Path(args.state_dir).resolve()  # redis-server changes directory before opening its log
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["EDGEWARD_SIGNING_KEY_FILE"] = str(_gateway_key(state))

@@ -36,9 +36,9 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
         "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
     }
-    state = tmp_path / "dev"
+    state = tmp_path / ".edgeward" / "dev"  # the default, relative to where `make run` is started
     log = (tmp_path / "dev.log").open("wb")
-    proc = subprocess.Popen([*EDGEWARD, "dev", "--state-dir", str(state)], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen([*EDGEWARD, "dev"], cwd=tmp_path, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + _UP_TIMEOUT_S
         while not (listening(ports["grpc"]) and (state / "gateway.pub").exists()):
