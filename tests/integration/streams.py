@@ -23,7 +23,7 @@ from edgeward.stub import StubBackend
 from tests.integration.conftest import GATEWAY_SIGNER, Device
 
 SUBSCRIBE = "/edgeward.v1.EdgeGateway/SubscribeEvents"
-WAIT_S = 10.0
+WAIT_S = 30.0  # generous: only a failing test waits this long, and CI machines may be loaded
 
 
 async def eventually(predicate: Callable[[], bool], what: str, within_s: float = WAIT_S) -> None:
