@@ -138,6 +138,26 @@ def test_one_loop_turn_is_one_write(run: Run, redis_server: RedisServer, writes:
     run(scenario())
 
 
+def test_a_gathered_pipeline_is_written_at_once(run: Run, redis_server: RedisServer, writes: list[bytes]) -> None:
+    """``now=True`` (the replay store's batches) skips the extra loop turn on an open connection."""
+
+    async def scenario() -> None:
+        async with connection(redis_server.url) as conn:
+            assert await conn.execute("PING") == b"PONG"  # connected
+            before = len(writes)
+            replies = conn.pipeline([("SET", "a", 1), ("GET", "a")], now=True)
+            assert len(writes) == before + 1  # written before this coroutine yields
+            assert await replies == [b"OK", b"1"]
+            # Behind commands already queued for this turn, it waits its turn to keep the order.
+            queued = conn.pipeline([("SET", "b", 2)])  # queued for this turn's write
+            later = conn.pipeline([("GET", "b")], now=True)
+            assert len(writes) == before + 1  # nothing written yet: both wait for the turn
+            assert await queued == [b"OK"] and await later == [b"2"]
+            assert len(writes) == before + 2 and writes[-1].count(b"\r\nSET\r\n") == 1
+
+    run(scenario())
+
+
 def test_replies_match_commands_fifo_under_concurrency(run: Run, redis_server: RedisServer) -> None:
     async def client(conn: RespConnection, n: int) -> None:
         for i in range(30):

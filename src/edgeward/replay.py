@@ -226,7 +226,9 @@ class RedisReplayStore:
 
     def _send(self, batch: list[_Waiter], *, retry: bool) -> None:
         try:
-            replies = self._redis.pipeline([("SET", key, b"1", b"NX", b"PX", ttl_ms) for key, ttl_ms, _ in batch])
+            replies = self._redis.pipeline(
+                [("SET", key, b"1", b"NX", b"PX", ttl_ms) for key, ttl_ms, _ in batch], now=True
+            )
         except Exception as exc:  # say a key that cannot be encoded: reject, never strand the waiters
             self._fail(batch, exc)
             return

@@ -239,15 +239,22 @@ class RespConnection:
         self._queued: list[_Unit] = []  # invariant: non-empty => a flush is scheduled or a connect runs
         self._closed = False
 
-    def pipeline(self, commands: Iterable[Sequence[Arg]]) -> asyncio.Future[list[Reply]]:
+    def pipeline(self, commands: Iterable[Sequence[Arg]], *, now: bool = False) -> asyncio.Future[list[Reply]]:
         """Queue ``commands`` for this turn's write; the future gets their replies in order.
 
+        ``now``: the caller has already gathered a turn's worth (the replay store does), so on an
+        open connection with nothing queued they are written at once rather than a turn later.
         Error replies are in the list as ``hiredis.ReplyError``; the future fails with a
         ``RespError`` when there is no answer at all. Call it with the event loop running.
         """
         packed = [_pack(command) for command in commands]
         if not packed:
             raise ValueError("no commands")
+        protocol = self._protocol
+        if now and not self._queued and self._connecting is None and protocol is not None and not protocol.broken:
+            unit = _Unit(asyncio.get_running_loop().create_future(), b"".join(packed), len(packed))
+            protocol.send([unit])
+            return unit.future
         return self._submit(b"".join(packed), len(packed))
 
     async def execute(self, *args: Arg) -> Reply:
