@@ -70,11 +70,11 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_gateway(stub: StubBackend) -> AsyncIterator[GatewayFactory]:
-    """Start gateways with settings overrides; all of them are stopped after the test."""
+    """Start gateways with settings overrides and an optional fake limiter clock; all are stopped at the end."""
     started: list[Gateway] = []
 
-    async def start(**overrides: Any) -> Gateway:
-        gateway = Gateway(settings_for(stub, **overrides), signer=GATEWAY_SIGNER)
+    async def start(limiter_clock: Callable[[], float] | None = None, **overrides: Any) -> Gateway:
+        gateway = Gateway(settings_for(stub, **overrides), signer=GATEWAY_SIGNER, limiter_clock=limiter_clock)
         await gateway.start()
         started.append(gateway)
         return gateway

@@ -9,7 +9,6 @@ share one budget, and Redis being down is met with the configured failure mode, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from edgeward.crypto import Signer
 from edgeward.limiter import Limit
 from edgeward.server import Gateway
 from edgeward.stub import StubBackend
-from tests.integration.conftest import GATEWAY_SIGNER, Device, call, login, rejected, settings_for
+from tests.integration.conftest import Device, GatewayFactory, call, login, rejected
 from tests.support.redis_server import RedisServer
 
 HOUR_MS = 3_600_000
@@ -37,25 +36,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-Start = Callable[..., Awaitable[Gateway]]
-
-
-@pytest.fixture
-async def start(stub: StubBackend) -> AsyncIterator[Start]:
-    """Start gateways with settings overrides and, optionally, a fake limiter clock."""
-    started: list[Gateway] = []
-
-    async def start(clock: FakeClock | None = None, **overrides: Any) -> Gateway:
-        gateway = Gateway(settings_for(stub, **overrides), signer=GATEWAY_SIGNER, limiter_clock=clock)
-        await gateway.start()
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        await gateway.stop(grace=0)
 
 
 def channel_to(gateway: Gateway) -> grpc.aio.Channel:
@@ -82,11 +62,11 @@ async def assert_budget_refusal(channel: grpc.aio.Channel, data: bytes, budget: 
 
 @pytest.mark.parametrize("budget", ["ip", "session", "user", "message_type"])
 async def test_each_command_budget_trips_with_retry_info_and_resets(
-    start: Start, stub: StubBackend, budget: str
+    start_gateway: GatewayFactory, stub: StubBackend, budget: str
 ) -> None:
     clock = FakeClock()
     limits = {f"budget_{name}": OPEN for name in ("ip", "session", "user", "message_type")}
-    gateway = await start(clock, **(limits | {f"budget_{budget}": Limit(1 / 3600, 2)}))
+    gateway = await start_gateway(clock, **(limits | {f"budget_{budget}": Limit(1 / 3600, 2)}))
     ada = await login(gateway, stub, "ada@example.com")
     # Who shares the budget with ada's first device: the same address, session, user or (user, type).
     other = {
@@ -105,7 +85,9 @@ async def test_each_command_budget_trips_with_retry_info_and_resets(
         await call(channel, ada.request("user.echo"))
 
 
-async def test_a_routes_file_sets_a_message_types_own_budget(start: Start, stub: StubBackend, tmp_path: Path) -> None:
+async def test_a_routes_file_sets_a_message_types_own_budget(
+    start_gateway: GatewayFactory, stub: StubBackend, tmp_path: Path
+) -> None:
     routes = tmp_path / "routes.json"
     routes.write_bytes(
         orjson.dumps(
@@ -118,7 +100,7 @@ async def test_a_routes_file_sets_a_message_types_own_budget(start: Start, stub:
             }
         )
     )
-    gateway = await start(FakeClock(), routes_file=str(routes), budget_message_type=Limit(1 / 3600, 3))
+    gateway = await start_gateway(FakeClock(), routes_file=str(routes), budget_message_type=Limit(1 / 3600, 3))
     device = await login(gateway, stub)
     async with channel_to(gateway) as channel:
         await call(channel, device.request("user.echo"))
@@ -134,9 +116,11 @@ async def test_a_routes_file_sets_a_message_types_own_budget(start: Start, stub:
 # ---- the pre-auth guard ----
 
 
-async def test_the_pre_auth_guard_stops_signature_work_for_a_flooding_ip(start: Start, stub: StubBackend) -> None:
+async def test_the_pre_auth_guard_stops_signature_work_for_a_flooding_ip(
+    start_gateway: GatewayFactory, stub: StubBackend
+) -> None:
     clock = FakeClock()
-    gateway = await start(clock, preauth_failure_limit=Limit(1 / 60, 3), preauth_cooldown_ms=30_000)
+    gateway = await start_gateway(clock, preauth_failure_limit=Limit(1 / 60, 3), preauth_cooldown_ms=30_000)
     device = await login(gateway, stub)
     forger = Device(Signer.generate(), device.device_session_id, device.email)  # the wrong key
     async with channel_to(gateway) as channel:
@@ -163,8 +147,10 @@ async def test_the_pre_auth_guard_stops_signature_work_for_a_flooding_ip(start: 
         await call(channel, device.request("user.echo"))
 
 
-async def test_unknown_sessions_and_bad_payload_hashes_count_as_failures(start: Start, stub: StubBackend) -> None:
-    gateway = await start(FakeClock(), preauth_failure_limit=Limit(1 / 60, 2), preauth_cooldown_ms=30_000)
+async def test_unknown_sessions_and_bad_payload_hashes_count_as_failures(
+    start_gateway: GatewayFactory, stub: StubBackend
+) -> None:
+    gateway = await start_gateway(FakeClock(), preauth_failure_limit=Limit(1 / 60, 2), preauth_cooldown_ms=30_000)
     device = await login(gateway, stub)
     ghost = Device(Signer.generate(), "dsn_never_issued", "x@example.com")
     async with channel_to(gateway) as channel:
@@ -181,8 +167,8 @@ async def test_unknown_sessions_and_bad_payload_hashes_count_as_failures(start: 
 # ---- the public listener, wired from the settings ----
 
 
-async def test_public_limits_from_the_settings(start: Start, stub: StubBackend) -> None:
-    gateway = await start(
+async def test_public_limits_from_the_settings(start_gateway: GatewayFactory, stub: StubBackend) -> None:
+    gateway = await start_gateway(
         FakeClock(), public_limit_email=Limit(1 / 3600, 2), public_limit_challenge=Limit(1 / 3600, 3)
     )
     url = f"http://127.0.0.1:{gateway.public_http_port}/api/v1/public/auth"
@@ -214,10 +200,10 @@ async def test_public_limits_from_the_settings(start: Start, stub: StubBackend) 
 
 
 async def test_two_gateways_share_one_budget_through_redis(
-    start: Start, stub: StubBackend, redis_server: RedisServer
+    start_gateway: GatewayFactory, stub: StubBackend, redis_server: RedisServer
 ) -> None:
     shared = {"limiter_redis_url": redis_server.url, "budget_session": Limit(1 / 3600, 3)}
-    first, second = await start(**shared), await start(**shared)
+    first, second = await start_gateway(**shared), await start_gateway(**shared)
     device = await login(first, stub)
     async with channel_to(first) as one, channel_to(second) as two:
         await call(one, device.request("user.echo"))
@@ -230,14 +216,14 @@ async def test_two_gateways_share_one_budget_through_redis(
 
 
 async def test_the_pre_auth_guard_is_shared_through_redis(
-    start: Start, stub: StubBackend, redis_server: RedisServer
+    start_gateway: GatewayFactory, stub: StubBackend, redis_server: RedisServer
 ) -> None:
     shared = {
         "limiter_redis_url": redis_server.url,
         "preauth_failure_limit": Limit(1 / 60, 1),
         "preauth_cooldown_ms": 60_000,
     }
-    first, second = await start(**shared), await start(**shared)
+    first, second = await start_gateway(**shared), await start_gateway(**shared)
     ghost = Device(Signer.generate(), "dsn_never_issued", "x@example.com")
     async with channel_to(first) as one, channel_to(second) as two:
         for _ in range(2):
@@ -248,9 +234,9 @@ async def test_the_pre_auth_guard_is_shared_through_redis(
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_redis_down_fails_as_configured_then_recovers(
-    start: Start, stub: StubBackend, redis_server: RedisServer, mode: str
+    start_gateway: GatewayFactory, stub: StubBackend, redis_server: RedisServer, mode: str
 ) -> None:
-    gateway = await start(
+    gateway = await start_gateway(
         limiter_redis_url=redis_server.url,
         limiter_on_redis_error=mode,
         limiter_redis_retry_ms=50,
