@@ -22,9 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,48 +32,16 @@ from typing import Any
 import uvloop
 
 from bench.budgets import BUDGETS
+from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop, wait_port
 from edgeward import _crypto_c
 from edgeward.client import build_signed_request
 from tests.support.redis_server import RedisServer, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = b'{"n":42,"text":"' + b"x" * 120 + b'"}'
-_GATEWAY_SEED = bytes(range(32, 64))
-
-
-_SERVER_CORE, _OTHER_CORES = ({0}, {1}) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
-
-
-def _on_server_core() -> None:
-    if _SERVER_CORE is not None:
-        os.sched_setaffinity(0, _SERVER_CORE)
 
 
 def _best(runs: list[dict[str, float]]) -> dict[str, float]:
     return min(runs, key=lambda run: run["cpu_us_per_request"])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}")
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _loadgen(args: argparse.Namespace, mode: str, target: str, pid: int, **extra: str) -> dict[str, float]:
@@ -106,32 +71,32 @@ def _run_gateway(args: argparse.Namespace, env: dict[str, str], pure: bool, publ
     if pure:
         genv["EDGEWARD_NO_EXTENSIONS"] = "1"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeward", "serve"], env=genv, cwd=ROOT, preexec_fn=_on_server_core
+        [sys.executable, "-m", "edgeward", "serve"], env=genv, cwd=ROOT, preexec_fn=on_server_core
     )
     try:
-        _wait_port(ports["grpc"], proc, "gateway")
-        _wait_port(ports["public"], proc, "gateway public listener")
+        wait_port(ports["grpc"], proc, "gateway")
+        wait_port(ports["public"], proc, "gateway public listener")
         return _loadgen(
             args, "gateway", f"127.0.0.1:{ports['grpc']}", proc.pid,
             public_url=f"http://127.0.0.1:{ports['public']}", backend_url=env["EDGEWARD_BACKEND_BASE_URL"],
             gateway_public_key=public_key_hex,
         )
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _run_echo(args: argparse.Namespace, env: dict[str, str], legs: bool = False) -> dict[str, float]:
     extra = ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.e2e.echo_server", *(extra if legs else [])],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=_on_server_core,
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=on_server_core,
     )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
         return _loadgen(args, "echo", f"127.0.0.1:{port}", proc.pid)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _raw_crypto_us() -> tuple[float, float]:
@@ -170,33 +135,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each figure is its best")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "e2e.json"))
     args = parser.parse_args()
-    if _OTHER_CORES is not None:
-        os.sched_setaffinity(0, _OTHER_CORES)  # inherited by Redis, the stub and the load generator
+    move_to_other_cores()  # inherited by Redis, the stub and the load generator
 
     redis = RedisServer()
     redis.start()
-    state = Path(tempfile.mkdtemp(prefix="edgeward-e2e-"))
-    key_file = state / "gateway.key"
-    key_file.write_text(__import__("base64").b64encode(_GATEWAY_SEED).decode() + "\n")
-    stub_http, stub_grpc = free_port(), free_port()
+    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-e2e-")))
     big = "1000000000:1000000000"  # budgets stay on (their cost is measured) but never refuse
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-        "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{stub_http}",
-        "EDGEWARD_STUB_GRPC_ADDR": f"127.0.0.1:{stub_grpc}",
-        "EDGEWARD_BACKEND_BASE_URL": f"http://127.0.0.1:{stub_http}",
-        "EDGEWARD_BACKEND_PUSH_ADDR": f"127.0.0.1:{stub_grpc}",
+    env = stub.env | {
         "EDGEWARD_REDIS_URL": redis.url,
-        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
         "EDGEWARD_BUDGET_IP": big,
         "EDGEWARD_BUDGET_SESSION": big,
         "EDGEWARD_BUDGET_USER": big,
         "EDGEWARD_BUDGET_MESSAGE_TYPE": big,
-        "EDGEWARD_LOG_LEVEL": "WARNING",
     }
-    stub = subprocess.Popen([sys.executable, "-m", "edgeward", "stub-backend"], env=env, cwd=ROOT)
     try:
-        _wait_port(stub_http, stub, "stub backend")
-        public_key_hex = _crypto_c.Signer(_GATEWAY_SEED).public_key.hex()
+        stub.start()
+        public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
         natives, pures, echoes, legged = [], [], [], []
         for _ in range(args.rounds):
             natives.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex))
@@ -205,9 +159,9 @@ def main() -> int:
             pures.append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
         native, pure, echo, echo_legs = _best(natives), _best(pures), _best(echoes), _best(legged)
         verify_us, sign_us = _raw_crypto_us()
-        stages = _stage_breakdown(args, env["EDGEWARD_BACKEND_BASE_URL"], redis.url)
+        stages = _stage_breakdown(args, stub.base_url, redis.url)
     finally:
-        _stop(stub)
+        stub.stop()
         redis.close()
     return _report(args, native, pure, echo, echo_legs, verify_us, sign_us, stages)
 
@@ -234,7 +188,7 @@ def _report(
         ("native gateway", native["cpu_us_per_request"], native["requests_per_s"]),
         ("pure-Python gateway", pure["cpu_us_per_request"], pure["requests_per_s"]),
     ]
-    cores = "server alone on core 0" if _SERVER_CORE is not None else "one core shared"
+    cores = "server alone on core 0" if SERVER_CORE is not None else "one core shared"
     print(
         f"\nedgeward end to end: {args.requests} requests, {args.concurrency} in flight, loopback, uvloop, "
         f"{cores}, best of {args.rounds} rounds"

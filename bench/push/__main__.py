@@ -18,15 +18,13 @@ The table is printed and written as JSON beside the end-to-end results.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.e2e.__main__ import _GATEWAY_SEED, _OTHER_CORES, ROOT, _on_server_core, _stop, _wait_port
+from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop, wait_port
 from edgeward import _crypto_c
 from tests.support.redis_server import free_port
 
@@ -38,21 +36,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "push.json"))
     args = parser.parse_args()
-    if _OTHER_CORES is not None:
-        os.sched_setaffinity(0, _OTHER_CORES)
-    state = Path(tempfile.mkdtemp(prefix="edgeward-push-"))
-    key_file = state / "gateway.key"
-    key_file.write_text(base64.b64encode(_GATEWAY_SEED).decode() + "\n")
-    ports = {name: free_port() for name in ("stub_http", "stub_grpc", "grpc", "public", "admin")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-        "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{ports['stub_http']}",
-        "EDGEWARD_STUB_GRPC_ADDR": f"127.0.0.1:{ports['stub_grpc']}",
-        "EDGEWARD_BACKEND_BASE_URL": f"http://127.0.0.1:{ports['stub_http']}",
-        "EDGEWARD_BACKEND_PUSH_ADDR": f"127.0.0.1:{ports['stub_grpc']}",
+    move_to_other_cores()
+    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-push-")))
+    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    env = stub.env | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
         "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
-        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
         "EDGEWARD_MAX_STREAMS_PER_SESSION": "1000",
         "EDGEWARD_MAX_STREAMS_PER_USER": "100000",
         "EDGEWARD_STREAM_QUEUE_SIZE": "1024",
@@ -62,23 +52,21 @@ def main() -> int:
         "EDGEWARD_BUDGET_SESSION": "off",
         "EDGEWARD_BUDGET_USER": "off",
         "EDGEWARD_BUDGET_MESSAGE_TYPE": "off",
-        "EDGEWARD_LOG_LEVEL": "WARNING",
     }
-    stub = subprocess.Popen([sys.executable, "-m", "edgeward", "stub-backend"], env=env, cwd=ROOT)
     gateway = None
     try:
-        _wait_port(ports["stub_http"], stub, "stub backend")
+        stub.start()
         gateway = subprocess.Popen(
-            [sys.executable, "-m", "edgeward", "serve"], env=env, cwd=ROOT, preexec_fn=_on_server_core
+            [sys.executable, "-m", "edgeward", "serve"], env=env, cwd=ROOT, preexec_fn=on_server_core
         )
-        _wait_port(ports["grpc"], gateway, "gateway")
-        _wait_port(ports["public"], gateway, "gateway public listener")
+        wait_port(ports["grpc"], gateway, "gateway")
+        wait_port(ports["public"], gateway, "gateway public listener")
         out = subprocess.run(
             [
                 sys.executable, "-m", "bench.push.client", "--target", f"127.0.0.1:{ports['grpc']}",
                 "--pid", str(gateway.pid), "--public-url", f"http://127.0.0.1:{ports['public']}",
-                "--backend-url", f"http://127.0.0.1:{ports['stub_http']}",
-                "--gateway-public-key", _crypto_c.Signer(_GATEWAY_SEED).public_key.hex(),
+                "--backend-url", stub.base_url,
+                "--gateway-public-key", _crypto_c.Signer(GATEWAY_SEED).public_key.hex(),
                 "--idle-streams", str(args.idle_streams), "--subscribers", str(args.subscribers),
                 "--events", str(args.events),
             ],
@@ -90,8 +78,8 @@ def main() -> int:
         result = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         if gateway is not None:
-            _stop(gateway)
-        _stop(stub)
+            stop(gateway)
+        stub.stop()
     memory, fan_out, revocation = result["memory"], result["fan_out"], result["revocation"]
     print("\nedgeward push (native gateway, loopback, uvloop)")
     print(f"  memory per idle stream          {memory['bytes_per_idle_stream'] / 1024:8.1f} KiB "

@@ -1,0 +1,103 @@
+"""The local stack the end-to-end benchmarks run: processes, ports, cores and the gateway's key.
+
+Shared by ``bench.e2e`` and ``bench.push``. Where the machine has two or more cores the measured
+server runs alone on core 0 and everything else (load generators, the stub backend, Redis, the
+benchmark itself) on core 1, so what is measured is not disturbed by its neighbours.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.redis_server import free_port
+
+__all__ = (
+    "GATEWAY_SEED",
+    "ROOT",
+    "SERVER_CORE",
+    "Stub",
+    "move_to_other_cores",
+    "on_server_core",
+    "stop",
+    "wait_port",
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+GATEWAY_SEED = bytes(range(32, 64))
+
+SERVER_CORE, _OTHER_CORES = ({0}, {1}) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+
+
+def on_server_core() -> None:
+    """``preexec_fn`` of a measured server: run it on the server core."""
+    if SERVER_CORE is not None:
+        os.sched_setaffinity(0, SERVER_CORE)
+
+
+def move_to_other_cores() -> None:
+    """Pin this process (and so every child it starts afterwards) off the server core."""
+    if _OTHER_CORES is not None:
+        os.sched_setaffinity(0, _OTHER_CORES)
+
+
+def wait_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Stub:
+    """A stub backend process on free ports, and the environment a gateway needs to use it.
+
+    ``env`` starts from this process's environment without any ``EDGEWARD_*`` variable, then
+    names the stub's listeners, the gateway's backend and push addresses, and a key file holding
+    ``GATEWAY_SEED``; callers add their own settings before ``start()``.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        key_file = state_dir / "gateway.key"
+        key_file.write_text(base64.b64encode(GATEWAY_SEED).decode() + "\n")
+        self.http_port, grpc_port = free_port(), free_port()
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
+            "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
+            "EDGEWARD_STUB_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "EDGEWARD_BACKEND_BASE_URL": self.base_url,
+            "EDGEWARD_BACKEND_PUSH_ADDR": f"127.0.0.1:{grpc_port}",
+            "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
+            "EDGEWARD_LOG_LEVEL": "WARNING",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeward", "stub-backend"], env=self.env, cwd=ROOT)
+        wait_port(self.http_port, self.proc, "stub backend")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
