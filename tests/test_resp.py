@@ -138,22 +138,31 @@ def test_one_loop_turn_is_one_write(run: Run, redis_server: RedisServer, writes:
     run(scenario())
 
 
-def test_a_gathered_pipeline_is_written_at_once(run: Run, redis_server: RedisServer, writes: list[bytes]) -> None:
-    """``now=True`` (the replay store's batches) skips the extra loop turn on an open connection."""
-
+def test_send_is_a_pipeline_of_one_and_writes_are_counted(
+    run: Run, redis_server: RedisServer, writes: list[bytes]
+) -> None:
     async def scenario() -> None:
         async with connection(redis_server.url) as conn:
             assert await conn.execute("PING") == b"PONG"  # connected
-            before = len(writes)
-            replies = conn.pipeline([("SET", "a", 1), ("GET", "a")], now=True)
-            assert len(writes) == before + 1  # written before this coroutine yields
-            assert await replies == [b"OK", b"1"]
-            # Behind commands already queued for this turn, it waits its turn to keep the order.
-            queued = conn.pipeline([("SET", "b", 2)])  # queued for this turn's write
-            later = conn.pipeline([("GET", "b")], now=True)
-            assert len(writes) == before + 1  # nothing written yet: both wait for the turn
-            assert await queued == [b"OK"] and await later == [b"2"]
-            assert len(writes) == before + 2 and writes[-1].count(b"\r\nSET\r\n") == 1
+            before, counted = len(writes), conn.writes
+            first, second = conn.send(("SET", "a", 1)), conn.send(("GET", "a"))
+            assert await first == [b"OK"] and await second == [b"1"]
+            assert len(writes) == before + 1  # one turn, one write
+            assert (conn.writes - counted, conn.commands_written) == (1, 3)
+
+    run(scenario())
+
+
+def test_drain_waits_for_every_submitted_command(run: Run, redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        conn = RespConnection(redis_server.url)
+        assert await conn.execute("PING") == b"PONG"
+        sent = conn.send(("SET", "k", 1))
+        await asyncio.sleep(0)  # flushed: written, not answered yet
+        queued = conn.send(("SET", "q", 1))  # not written yet
+        await conn.drain()
+        assert sent.result() == [b"OK"] and queued.result() == [b"OK"]
+        await conn.close()
 
     run(scenario())
 
@@ -427,9 +436,9 @@ def test_replay_store_sends_a_lost_batch_once_more(run: Run) -> None:
                 assert server.connections == 2  # never a third try
             if hang_ups == 1:  # lost on the first connection, answered on the second
                 assert results == [True] * 3
-                assert (store.stats.pipelines, store.stats.commands, store.stats.errors) == (1, 3, 0)
+                assert (store.stats.pipelines, store.stats.commands, store.stats.errors) == (2, 6, 0)
             else:  # lost twice: rejected
                 assert all(isinstance(r, Rejection) for r in results)
-                assert (store.stats.pipelines, store.stats.commands, store.stats.errors) == (1, 3, 1)
+                assert (store.stats.pipelines, store.stats.commands, store.stats.errors) == (2, 6, 3)
 
     run(scenario())

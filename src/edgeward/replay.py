@@ -13,9 +13,7 @@ auto-pipelining connection of ``edgeward.resp``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
 import heapq
 import logging
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from typing import Protocol
 
 from edgeward.clock import monotonic_ms
 from edgeward.reasons import Reason, Rejection
-from edgeward.resp import ConnectionLost, Reply, RespConnection, RespError
+from edgeward.resp import ConnectionLost, RespConnection, RespError
 
 __all__ = (
     "MemoryReplayStore",
@@ -136,35 +134,30 @@ class MemoryReplayStore:
             del self._expiries[heapq.heappop(heap)[1]]
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RedisReplayStats:
     """Counters since the store opened, for tests and metrics."""
 
-    pipelines: int = 0  # pipelines attempted: one per event-loop turn that reserved anything
-    commands: int = 0  # SET commands sent in those pipelines
-    errors: int = 0  # failed pipelines, plus single commands Redis answered with an error
-
-
-_Waiter = tuple[str, int, "asyncio.Future[bool]"]
-_NO_ANSWER = object()  # the pipeline failed as a whole: no per-command answer
+    pipelines: int  # writes to Redis: one per event-loop turn that sent anything
+    commands: int  # SET commands in those writes, retries included
+    errors: int  # reservations that failed (no answer, or Redis answered with an error)
 
 
 class RedisReplayStore:
     """Reservations in Redis (``SET key 1 NX PX ttl``), shared by every gateway using it.
 
-    ``reserve`` queues its command and awaits a future; the first reservation of an event-loop
-    turn schedules ``_flush`` with ``call_soon``, which hands the whole queue to the connection
-    as one pipeline (one write, one round trip) and answers the waiters from a done callback.
-    No timer and no task per batch: batching adds no latency, and batches overlap freely when
-    Redis is slow.
+    Each reservation is one command on the auto-pipelining connection of ``edgeward.resp``
+    (chosen over redis-py by ``bench/test_replay_client.py``): the reservations of one event-loop
+    turn go out in one write and share one round trip, with no timer and no task per batch, so
+    batching adds no latency. The reservation awaits the connection's own future for its reply:
+    no second future, no callback in between.
 
-    The connection (``edgeward.resp``, chosen over redis-py by ``bench/test_replay_client.py``)
-    fails fast: connect and reply timeouts of ``socket_timeout_ms``, reconnection on the next
-    batch. A batch whose connection broke after it was written (``ConnectionLost``) is sent
-    once more at once, on a fresh connection: that hides a Redis restart racing a batch. A
-    timeout is never retried, so a silent Redis costs one timeout per batch. A retried
-    ``SET NX`` whose first try did reach Redis answers "already reserved": a false replay,
-    never a false pass.
+    The connection fails fast: connect and reply timeouts of ``socket_timeout_ms``, reconnection
+    on the next command. A reservation whose connection broke after it was written
+    (``ConnectionLost``) is sent once more at once, on a fresh connection, together with the
+    others of its batch: that hides a Redis restart racing a batch. A timeout is never retried,
+    so a silent Redis costs one timeout per batch. A retried ``SET NX`` whose first try did
+    reach Redis answers "already reserved": a false replay, never a false pass.
     """
 
     def __init__(
@@ -174,23 +167,35 @@ class RedisReplayStore:
             raise ValueError("socket_timeout_ms must be positive")
         self._redis = RespConnection(url, socket_timeout_ms=socket_timeout_ms)
         self._prefix = key_prefix
-        self._queue: list[_Waiter] = []
-        self._in_flight: set[asyncio.Future[list[Reply]]] = set()
+        self._errors = 0
         self._closed = False
         self._healthy = True
-        self.stats = RedisReplayStats()
+
+    @property
+    def stats(self) -> RedisReplayStats:
+        return RedisReplayStats(self._redis.writes, self._redis.commands_written, self._errors)
 
     async def reserve(self, device_session_id: str, request_id: str, ttl_ms: int) -> bool:
         _check_ttl(ttl_ms)
         if self._closed:
             raise _unavailable("replay store closed")
-        key = replay_key(device_session_id, request_id, self._prefix)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append((key, ttl_ms, future))
-        return await future
+        command = ("SET", replay_key(device_session_id, request_id, self._prefix), b"1", b"NX", b"PX", ttl_ms)
+        try:
+            try:
+                (reply,) = await self._redis.send(command)
+            except ConnectionLost:
+                if self._closed:
+                    raise
+                (reply,) = await self._redis.send(command)  # once more, on a fresh connection
+        except RespError as exc:  # no connection, connection lost twice, timeout, closed
+            if self._closed:
+                raise _unavailable("replay store closed") from None
+            raise self._failed(exc) from None
+        if reply is None or reply == b"OK":  # SET NX: OK reserved, nil already reserved
+            if not self._healthy:
+                self._set_healthy(True)
+            return reply is not None
+        raise self._failed(reply)  # Redis refused this command, e.g. OOM at maxmemory
 
     async def ping(self) -> bool:
         if self._closed:
@@ -198,84 +203,29 @@ class RedisReplayStore:
         return await self._redis.ping()  # any failure means "not ready", never an error of the probe
 
     async def close(self) -> None:
-        """Reject what is still queued, let sent pipelines answer their waiters, close the connection.
+        """Reject what is not sent yet, let sent reservations have their answer, close the connection.
 
-        Sent pipelines finish within the connect and socket timeouts, so waiting for them is
-        bounded and nobody is left with a silently cancelled future.
+        Sent commands are answered or fail within the socket timeout, so closing is bounded.
         """
         if self._closed:
             return
         self._closed = True
-        queued, self._queue = self._queue, []
-        for _, _, future in queued:
-            if not future.done():
-                future.set_exception(_unavailable("replay store closed"))
-        if self._in_flight:
-            await asyncio.wait(self._in_flight)
+        await self._redis.drain()
         await self._redis.close()
 
-    def _flush(self) -> None:
-        # Waiters cancelled while queued are left out; a fresh list takes the next turn's batch.
-        batch = [waiter for waiter in self._queue if not waiter[2].done()]
-        self._queue = []
-        if not batch:
-            return
-        self.stats.pipelines += 1
-        self.stats.commands += len(batch)
-        self._send(batch, retry=True)
+    def _failed(self, why: object) -> Rejection:
+        self._errors += 1
+        self._set_healthy(False, why)
+        return _unavailable("redis failed" if isinstance(why, RespError) else repr(why))
 
-    def _send(self, batch: list[_Waiter], *, retry: bool) -> None:
-        try:
-            replies = self._redis.pipeline(
-                [("SET", key, b"1", b"NX", b"PX", ttl_ms) for key, ttl_ms, _ in batch], now=True
-            )
-        except Exception as exc:  # say a key that cannot be encoded: reject, never strand the waiters
-            self._fail(batch, exc)
-            return
-        self._in_flight.add(replies)
-        replies.add_done_callback(functools.partial(self._answered, batch, retry))
-
-    def _answered(self, batch: list[_Waiter], retry: bool, replies: asyncio.Future[list[Reply]]) -> None:
-        """Every waiter still waiting gets an answer, whatever failed."""
-        self._in_flight.discard(replies)
-        exc = RespError("pipeline cancelled") if replies.cancelled() else replies.exception()
-        if exc is None:
-            self._set_healthy(True)
-            for (_, _, future), answer in zip(batch, replies.result(), strict=True):
-                self._answer(future, answer)
-        elif retry and isinstance(exc, ConnectionLost) and not self._closed:
-            waiting = [waiter for waiter in batch if not waiter[2].done()]
-            if waiting:
-                self._send(waiting, retry=False)
-        else:  # no connection, connection lost twice, timeout: all fail closed
-            self._fail(batch, exc)
-
-    def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
-        self.stats.errors += 1
-        self._set_healthy(False, exc)
-        for _, _, future in batch:
-            self._answer(future, _NO_ANSWER)
-
-    def _answer(self, future: asyncio.Future[bool], answer: object) -> None:
-        """SET NX answers OK (reserved) or nil (key exists); anything else is a rejection."""
-        answered = answer is None or answer == b"OK"
-        if not answered and answer is not _NO_ANSWER:
-            self.stats.errors += 1  # Redis refused this command alone, e.g. OOM at maxmemory
-        if future.done():  # its caller was cancelled
-            return
-        if answered:
-            future.set_result(answer is not None)
-        else:
-            future.set_exception(_unavailable("redis failed" if answer is _NO_ANSWER else repr(answer)))
-
-    def _set_healthy(self, healthy: bool, exc: BaseException | None = None) -> None:
+    def _set_healthy(self, healthy: bool, why: object = None) -> None:
         """Log transitions only: a dead Redis fails every batch, and one line per batch would flood."""
         if healthy != self._healthy:
             self._healthy = healthy
             if healthy:
                 log.info("replay store: Redis answers again")
             else:
-                log.warning("replay store: Redis unavailable, rejecting requests: %r", exc)
+                log.warning("replay store: Redis unavailable, rejecting requests: %r", why)
 
 
 def open_replay_store(redis_url: str | None, memory_max_entries: int) -> ReplayStore:

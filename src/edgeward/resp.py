@@ -216,6 +216,10 @@ class _Protocol(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await self._closed
 
+    def pending(self) -> list[asyncio.Future[list[Reply]]]:
+        """The futures of the units written and not answered yet."""
+        return [unit.future for unit in self._waiting]
+
 
 class RespConnection:
     """An auto-pipelining Redis connection.
@@ -238,24 +242,23 @@ class RespConnection:
         self._connecting: asyncio.Task[None] | None = None
         self._queued: list[_Unit] = []  # invariant: non-empty => a flush is scheduled or a connect runs
         self._closed = False
+        self.writes = 0  # flushes that wrote commands (the handshake not counted)
+        self.commands_written = 0
 
-    def pipeline(self, commands: Iterable[Sequence[Arg]], *, now: bool = False) -> asyncio.Future[list[Reply]]:
+    def pipeline(self, commands: Iterable[Sequence[Arg]]) -> asyncio.Future[list[Reply]]:
         """Queue ``commands`` for this turn's write; the future gets their replies in order.
 
-        ``now``: the caller has already gathered a turn's worth (the replay store does), so on an
-        open connection with nothing queued they are written at once rather than a turn later.
         Error replies are in the list as ``hiredis.ReplyError``; the future fails with a
         ``RespError`` when there is no answer at all. Call it with the event loop running.
         """
         packed = [_pack(command) for command in commands]
         if not packed:
             raise ValueError("no commands")
-        protocol = self._protocol
-        if now and not self._queued and self._connecting is None and protocol is not None and not protocol.broken:
-            unit = _Unit(asyncio.get_running_loop().create_future(), b"".join(packed), len(packed))
-            protocol.send([unit])
-            return unit.future
         return self._submit(b"".join(packed), len(packed))
+
+    def send(self, command: Sequence[Arg]) -> asyncio.Future[list[Reply]]:
+        """``pipeline`` of one command, without the list: the replay store's hot path."""
+        return self._submit(_pack(command), 1)
 
     async def execute(self, *args: Arg) -> Reply:
         """One command, pipelined with whatever else this loop turn sends."""
@@ -267,6 +270,18 @@ class RespConnection:
             return await self.execute("PING") == b"PONG"
         except RespError:
             return False
+
+    async def drain(self) -> None:
+        """Wait until every command submitted so far has its replies or its failure.
+
+        Bounded by the connect and socket timeouts: each command is written within the first and
+        answered or failed within the second.
+        """
+        futures = [unit.future for unit in self._queued]
+        if self._protocol is not None:
+            futures += self._protocol.pending()
+        if futures:
+            await asyncio.wait(futures)
 
     async def close(self) -> None:
         """Fail queued and pending commands, then close the socket and wait until it is closed."""
@@ -301,6 +316,8 @@ class RespConnection:
         units = [unit for unit in self._queued if not unit.future.done()]
         self._queued = []
         if units:
+            self.writes += 1
+            self.commands_written += sum(unit.count for unit in units)
             protocol.send(units)
 
     async def _connect(self) -> None:
