@@ -5,10 +5,11 @@ stub backend, then in turn the native gateway, the pure-Python gateway (EDGEWARD
 and a bare grpc.aio echo server. A separate load-generator process sends each of them the same
 number of pre-signed requests with the same number in flight and reads the server's CPU time
 from /proc. The baseline is the echo server's CPU per request plus one raw Ed25519 verify and one
-raw sign, the least any verifying, signing gateway on grpc.aio could spend. The per-stage
-breakdown (bench/e2e/stages.py) accounts for the difference. Everything is measured in this run;
-the table is printed and written as JSON, and the run fails if the native gateway misses the
-``e2e_cpu`` budget (bench/budgets.py).
+raw sign, the least any verifying, signing gateway on grpc.aio could spend. The difference is
+accounted for in place, by gateways with one stage replaced by a no-op (bench/e2e/ablated_gateway.py)
+measured in the same rounds, and alone, stage by stage (bench/e2e/stages.py). Everything is
+measured in this run; the table is printed and written as JSON, and the run fails if the native
+gateway misses the ``e2e_cpu`` budget (bench/budgets.py).
 
 On a machine with two or more cores the measured server runs alone on core 0 and everything
 else (load generator, stub backend, Redis, this process) on core 1, so the gateway and the echo
@@ -32,12 +33,19 @@ from typing import Any
 import uvloop
 
 from bench.budgets import BUDGETS
+from bench.e2e.ablated_gateway import STAGES
 from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop, wait_port
 from edgeward import _crypto_c
 from edgeward.client import build_signed_request
 from tests.support.redis_server import RedisServer, free_port
 
 PAYLOAD = b'{"n":42,"text":"' + b"x" * 120 + b'"}'
+_IN_PLACE_NAMES = {
+    "crypto": "Ed25519 verify + response encode + sign",
+    "replay": "replay reservation (Redis)",
+    "backend": "backend call",
+    "protection": "budgets + pre-auth guard + request metrics",
+}
 
 
 def _best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -60,7 +68,10 @@ def _loadgen(args: argparse.Namespace, mode: str, target: str, pid: int, **extra
     return result
 
 
-def _run_gateway(args: argparse.Namespace, env: dict[str, str], pure: bool, public_key_hex: str) -> dict[str, float]:
+def _run_gateway(
+    args: argparse.Namespace, env: dict[str, str], pure: bool, public_key_hex: str, without: str | None = None
+) -> dict[str, float]:
+    """One gateway run; ``without`` names a stage replaced by a no-op (bench/e2e/ablated_gateway.py)."""
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
     genv = env | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
@@ -70,9 +81,8 @@ def _run_gateway(args: argparse.Namespace, env: dict[str, str], pure: bool, publ
     }
     if pure:
         genv["EDGEWARD_NO_EXTENSIONS"] = "1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeward", "serve"], env=genv, cwd=ROOT, preexec_fn=on_server_core
-    )
+    command = ["-m", "edgeward", "serve"] if without is None else ["-m", "bench.e2e.ablated_gateway", without]
+    proc = subprocess.Popen([sys.executable, *command], env=genv, cwd=ROOT, preexec_fn=on_server_core)
     try:
         wait_port(ports["grpc"], proc, "gateway")
         wait_port(ports["public"], proc, "gateway public listener")
@@ -152,18 +162,22 @@ def main() -> int:
         stub.start()
         public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
         natives, pures, echoes, legged = [], [], [], []
+        ablated_runs: dict[str, list[dict[str, float]]] = {stage: [] for stage in STAGES}
         for _ in range(args.rounds):
             natives.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex))
             echoes.append(_run_echo(args, env))
+            for stage, runs in ablated_runs.items():
+                runs.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex, without=stage))
             legged.append(_run_echo(args, env, legs=True))
             pures.append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
         native, pure, echo, echo_legs = _best(natives), _best(pures), _best(echoes), _best(legged)
+        ablated = {stage: _best(runs) for stage, runs in ablated_runs.items()}
         verify_us, sign_us = _raw_crypto_us()
         stages = _stage_breakdown(args, stub.base_url, redis.url)
     finally:
         stub.stop()
         redis.close()
-    return _report(args, native, pure, echo, echo_legs, verify_us, sign_us, stages)
+    return _report(args, native, pure, echo, echo_legs, ablated, verify_us, sign_us, stages)
 
 
 def _report(
@@ -172,6 +186,7 @@ def _report(
     pure: dict[str, float],
     echo: dict[str, float],
     echo_legs: dict[str, float],
+    ablated: dict[str, dict[str, float]],
     verify_us: float,
     sign_us: float,
     stages: dict[str, float],
@@ -196,16 +211,27 @@ def _report(
     print(f"{'':<34} {'CPU µs/req':>10} {'x baseline':>10} {'req/s':>8}")
     for name, cpu, rps in rows:
         print(f"{name:<34} {cpu:>10.1f} {cpu / baseline:>10.2f} {'' if rps is None else f'{rps:>8.0f}'}")
-    print("\nnative gateway, where the CPU goes (stages measured alone; µs/req):")
-    accounted = echo["cpu_us_per_request"] + sum(stages.values())
-    for name, cpu in [("gRPC server + HTTP/2 + asyncio (echo)", echo["cpu_us_per_request"]), *stages.items()]:
-        print(f"  {name:<44} {cpu:>8.1f}")
-    print(f"  {'pipeline glue, not attributed above':<44} {native['cpu_us_per_request'] - accounted:>8.1f}")
+    total = native["cpu_us_per_request"]
+    in_place = {stage: total - ablated[stage]["cpu_us_per_request"] for stage in STAGES}
     print(
-        f"  (in place, the two I/O legs cost {echo_legs['cpu_us_per_request'] - echo['cpu_us_per_request']:.1f} µs: "
-        "echo with them minus echo without)"
+        "\nnative gateway, where the CPU goes in place (µs/req): the native gateway minus the gateway with "
+        "that stage\nreplaced by a no-op (bench/e2e/ablated_gateway.py), both best of the same rounds"
     )
-    print(f"  {'total (native gateway)':<44} {native['cpu_us_per_request']:>8.1f}")
+    rest = total - echo["cpu_us_per_request"] - sum(in_place.values())
+    for name, cpu in [
+        ("gRPC server + HTTP/2 + asyncio (echo)", echo["cpu_us_per_request"]),
+        *((_IN_PLACE_NAMES[stage], in_place[stage]) for stage in STAGES),
+        ("the rest: decode, session cache, pipeline, gRPC handler", rest),
+        ("total (native gateway)", total),
+    ]:
+        print(f"  {name:<56} {cpu:>8.1f}")
+    print(
+        f"  (the two I/O legs in an echo server: {echo_legs['cpu_us_per_request'] - echo['cpu_us_per_request']:.1f} "
+        f"µs; raw verify + sign alone: {verify_us + sign_us:.1f} µs)"
+    )
+    print("\nthe same stages measured alone in this process (stages.py; µs/req):")
+    for name, cpu in stages.items():
+        print(f"  {name:<56} {cpu:>8.1f}")
     met = budget.met(ratio)
     print(f"\nbudget e2e_cpu: {budget.describe()}: {ratio:.2f} {'ok' if met else 'MISSED'}")
     result = {
@@ -213,7 +239,8 @@ def _report(
         "echo": echo, "echo_with_io_legs": echo_legs, "native": native, "pure": pure,
         "raw_verify_us": verify_us, "raw_sign_us": sign_us, "baseline_us": baseline,
         "native_vs_baseline": ratio, "pure_vs_baseline": pure["cpu_us_per_request"] / baseline,
-        "stages_us": stages, "budget": budget.describe(), "budget_met": met,
+        "stages_us": stages, "in_place_us": in_place, "ablated": ablated,
+        "budget": budget.describe(), "budget_met": met,
     }
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
