@@ -95,10 +95,14 @@ def _run_gateway(
         stop(proc)
 
 
-def _run_echo(args: argparse.Namespace, env: dict[str, str], legs: bool = False) -> dict[str, float]:
-    extra = ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
+def _run_echo(
+    args: argparse.Namespace, env: dict[str, str], legs: bool = False, crypto: bool = False
+) -> dict[str, float]:
+    extra = ["--crypto"] if crypto else []
+    if legs:
+        extra += ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.e2e.echo_server", *(extra if legs else [])],
+        [sys.executable, "-m", "bench.e2e.echo_server", *extra],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=on_server_core,
     )
     try:
@@ -161,7 +165,7 @@ def main() -> int:
     try:
         stub.start()
         public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
-        natives, pures, echoes, legged = [], [], [], []
+        natives, pures, echoes, legged, floors = [], [], [], [], []
         ablated_runs: dict[str, list[dict[str, float]]] = {stage: [] for stage in STAGES}
         for _ in range(args.rounds):
             natives.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex))
@@ -169,15 +173,16 @@ def main() -> int:
             for stage, runs in ablated_runs.items():
                 runs.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex, without=stage))
             legged.append(_run_echo(args, env, legs=True))
+            floors.append(_run_echo(args, env, legs=True, crypto=True))
             pures.append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
-        native, pure, echo, echo_legs = _best(natives), _best(pures), _best(echoes), _best(legged)
+        native, pure, echo, echo_legs, floor = _best(natives), _best(pures), _best(echoes), _best(legged), _best(floors)
         ablated = {stage: _best(runs) for stage, runs in ablated_runs.items()}
         verify_us, sign_us = _raw_crypto_us()
         stages = _stage_breakdown(args, stub.base_url, redis.url)
     finally:
         stub.stop()
         redis.close()
-    return _report(args, native, pure, echo, echo_legs, ablated, verify_us, sign_us, stages)
+    return _report(args, native, pure, echo, echo_legs, floor, ablated, verify_us, sign_us, stages)
 
 
 def _report(
@@ -186,6 +191,7 @@ def _report(
     pure: dict[str, float],
     echo: dict[str, float],
     echo_legs: dict[str, float],
+    floor: dict[str, float],
     ablated: dict[str, dict[str, float]],
     verify_us: float,
     sign_us: float,
@@ -200,6 +206,7 @@ def _report(
         ("baseline: echo + verify + sign", baseline, None),
         ("echo + Redis SET + backend POST", echo_legs["cpu_us_per_request"], echo_legs["requests_per_s"]),
         ("  ... + verify + sign", echo_legs["cpu_us_per_request"] + verify_us + sign_us, None),
+        ("  ... + verify + sign, in place", floor["cpu_us_per_request"], floor["requests_per_s"]),
         ("native gateway", native["cpu_us_per_request"], native["requests_per_s"]),
         ("pure-Python gateway", pure["cpu_us_per_request"], pure["requests_per_s"]),
     ]
@@ -236,7 +243,8 @@ def _report(
     print(f"\nbudget e2e_cpu: {budget.describe()}: {ratio:.2f} {'ok' if met else 'MISSED'}")
     result = {
         "requests": args.requests, "concurrency": args.concurrency,
-        "echo": echo, "echo_with_io_legs": echo_legs, "native": native, "pure": pure,
+        "echo": echo, "echo_with_io_legs": echo_legs, "echo_with_io_legs_and_crypto": floor,
+        "native": native, "pure": pure,
         "raw_verify_us": verify_us, "raw_sign_us": sign_us, "baseline_us": baseline,
         "native_vs_baseline": ratio, "pure_vs_baseline": pure["cpu_us_per_request"] / baseline,
         "stages_us": stages, "in_place_us": in_place, "ablated": ablated,

@@ -5,8 +5,10 @@ gateway does) and answers each request with its own bytes: what gRPC, HTTP/2 and
 per call before any gateway logic. With ``--legs`` it also makes, per call, the gateway's two
 I/O legs with the gateway's own clients (a Redis ``SET NX PX`` through ``edgeward.resp`` and a
 backend ``POST /api/v1/user/echo`` through ``BackendClient``) and nothing else: what those legs
-cost in place, which the stage measurements in isolation cannot show. Prints its port, then
-serves until SIGTERM.
+cost in place, which the stage measurements in isolation cannot show. With ``--crypto`` it also
+verifies one request-sized Ed25519 signature before the legs and signs once after them, as the
+gateway does: everything a verifying, forwarding, signing gateway cannot avoid, done in place.
+Prints its port, then serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 import grpc
 import uvloop
 
+from edgeward import _crypto_c
 from edgeward.backend import BackendClient, CommandContext
 from edgeward.resp import RespConnection
 from edgeward.routes import DEFAULT_ROUTES
@@ -39,12 +42,33 @@ class Legs:
         await self.backend.forward(DEFAULT_ROUTES["user.echo"], b'{"n":1}', _CONTEXT)
 
 
+class Crypto:
+    """One raw libsodium verify and one raw sign of a request-sized input, as the baseline has."""
+
+    def __init__(self) -> None:
+        self.signer = _crypto_c.Signer(bytes(32))
+        self.message = b"x" * 200
+        self.signature = self.signer.sign(self.message)
+
+    def verify(self) -> None:
+        if not _crypto_c.verify(self.signer.public_key, self.message, self.signature):
+            raise AssertionError("the benchmark's own signature does not verify")
+
+    def sign(self) -> None:
+        self.signer.sign(self.message)
+
+
 async def main(args: argparse.Namespace) -> None:
     legs = Legs(args.redis_url, args.backend_url) if args.legs else None
+    crypto = Crypto() if args.crypto else None
 
     async def echo(request: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        if crypto is not None:
+            crypto.verify()
         if legs is not None:
             await legs.run()
+        if crypto is not None:
+            crypto.sign()
         return request
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 69_632)])
@@ -72,6 +96,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--legs", action="store_true", help="also make the gateway's Redis and backend calls")
+    parser.add_argument("--crypto", action="store_true", help="also verify and sign once per call")
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--backend-url", default="")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
