@@ -151,6 +151,7 @@ async def test_an_event_with_no_stream_open_reaches_no_gateway(stub: StubClient)
         pytest.param(b'{"user_id": "usr_1", "event_type": "x", "device_session_id": "a b"}', id="dsid-space"),
         pytest.param(b'{"user_id": "usr_1", "event_type": "x", "trace_id": "a/b"}', id="trace-id-chars"),
         pytest.param(b'{"user_id": "usr_1", "event_type": "x", "trace_id": 3}', id="trace-id-number"),
+        pytest.param(b'{"user_id": "usr_1", "event_type": "x", "payloads": {"a": 1}}', id="no-payload"),
     ],
 )
 async def test_invalid_event_bodies_are_400_and_not_pushed(stub: StubClient, data: bytes) -> None:

@@ -137,6 +137,8 @@ class _IdentityApi:
         trace_id = body.get("trace_id", "")
         if not isinstance(trace_id, str) or _TRACE_ID.fullmatch(trace_id) is None:
             raise ApiError(400, "invalid_request", "trace_id must be 0..64 of [A-Za-z0-9-]")
+        if "payload" not in body:  # a misspelt key would otherwise push a silent null
+            raise ApiError(400, "invalid_request", "payload is required (any JSON value, null included)")
         event_id = uuid.uuid4().hex
         gateways = self._hub.publish(
             push_pb2.PushEvent(
@@ -145,7 +147,7 @@ class _IdentityApi:
                     event_type=event_type,
                     user_id=user_id,
                     device_session_id=dsid,
-                    payload_bytes=orjson.dumps(body.get("payload")),
+                    payload_bytes=orjson.dumps(body["payload"]),
                     timestamp_ms=now_ms(),
                     trace_id=trace_id,
                 )
