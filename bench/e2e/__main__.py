@@ -241,12 +241,17 @@ def _report(
         print(f"  {name:<56} {cpu:>8.1f}")
     met = budget.met(ratio)
     print(f"\nbudget e2e_cpu: {budget.describe()}: {ratio:.2f} {'ok' if met else 'MISSED'}")
+    print(
+        f"  (the floor, an echo server making both I/O legs and verifying and signing in place: "
+        f"{floor['cpu_us_per_request'] / baseline:.2f})"
+    )
     result = {
         "requests": args.requests, "concurrency": args.concurrency,
         "echo": echo, "echo_with_io_legs": echo_legs, "echo_with_io_legs_and_crypto": floor,
         "native": native, "pure": pure,
         "raw_verify_us": verify_us, "raw_sign_us": sign_us, "baseline_us": baseline,
         "native_vs_baseline": ratio, "pure_vs_baseline": pure["cpu_us_per_request"] / baseline,
+        "floor_vs_baseline": floor["cpu_us_per_request"] / baseline,
         "stages_us": stages, "in_place_us": in_place, "ablated": ablated,
         "budget": budget.describe(), "budget_met": met,
     }
