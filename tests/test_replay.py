@@ -189,6 +189,11 @@ async def test_redis_cancelled_waiter_does_not_break_its_batch(store: RedisRepla
     assert (store.stats.pipelines, store.stats.commands, store.stats.errors) == (2, 5, 0)
 
 
+async def test_redis_key_that_cannot_be_encoded_is_rejected_not_raised(store: RedisReplayStore) -> None:
+    assert await reserve_outcome(store, "bad-\udc80") is Reason.REPLAY_STORE_UNAVAILABLE
+    assert await store.reserve("dev", "after-bad-key", TTL_MS) is True  # the store still works
+
+
 async def test_redis_command_error_fails_closed(store: RedisReplayStore, raw: aioredis.Redis) -> None:
     await raw.config_set("maxmemory", 1)  # noeviction: every write is refused with OOM
     try:

@@ -187,13 +187,12 @@ class RedisReplayStore:
                 if self._closed:
                     raise
                 (reply,) = await self._redis.send(command)  # once more, on a fresh connection
-        except RespError as exc:  # no connection, connection lost twice, timeout, closed
+        except (RespError, UnicodeEncodeError) as exc:  # no connection, lost twice, timeout, closed; a bad key
             if self._closed:
                 raise _unavailable("replay store closed") from None
             raise self._failed(exc) from None
         if reply is None or reply == b"OK":  # SET NX: OK reserved, nil already reserved
-            if not self._healthy:
-                self._set_healthy(True)
+            self._set_healthy(True)
             return reply is not None
         raise self._failed(reply)  # Redis refused this command, e.g. OOM at maxmemory
 
@@ -203,9 +202,9 @@ class RedisReplayStore:
         return await self._redis.ping()  # any failure means "not ready", never an error of the probe
 
     async def close(self) -> None:
-        """Reject what is not sent yet, let sent reservations have their answer, close the connection.
+        """Let the reservations already made have their answer, then close; later ones are rejected.
 
-        Sent commands are answered or fail within the socket timeout, so closing is bounded.
+        Each is answered or fails within the connect and socket timeouts, so closing is bounded.
         """
         if self._closed:
             return
