@@ -34,6 +34,7 @@ import uvloop
 
 from bench.budgets import BUDGETS
 from bench.e2e.ablated_gateway import STAGES
+from bench.e2e.echo_server import Crypto
 from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop, wait_port
 from edgeward import _crypto_c
 from edgeward.client import build_signed_request
@@ -114,10 +115,9 @@ def _run_echo(
 
 
 def _raw_crypto_us() -> tuple[float, float]:
-    """Best-of-rounds µs of one raw libsodium verify and one raw sign of a request-sized input."""
-    signer = _crypto_c.Signer(bytes(32))
-    message = b"x" * 200
-    signature = signer.sign(message)
+    """Best-of-rounds µs of one raw libsodium verify and one raw sign of the input the floor uses."""
+    crypto = Crypto()
+    signer, message, signature = crypto.signer, crypto.message, crypto.signature
     verify, key = _crypto_c.verify, signer.public_key
 
     def best(fn: Any, number: int = 500) -> float:

@@ -30,8 +30,6 @@ from edgeward.grpc_service import GatewayService
 from edgeward.preauth_guard import PreAuthGuard
 from edgeward.replay import RedisReplayStore
 
-STAGES = ("crypto", "replay", "backend", "protection")
-
 
 def _without_crypto() -> None:
     encode = pipeline.encode_response
@@ -72,15 +70,19 @@ def _without_protection() -> None:
     GatewayService._result_counter = lambda *_args: _Uncounted()  # type: ignore[method-assign,assignment,return-value]
 
 
+_STAND_INS = {
+    "crypto": _without_crypto,
+    "replay": _without_replay,
+    "backend": _without_backend,
+    "protection": _without_protection,
+}
+STAGES = tuple(_STAND_INS)
+
+
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in STAGES:
+    if len(sys.argv) != 2 or sys.argv[1] not in _STAND_INS:
         raise SystemExit(f"usage: python -m bench.e2e.ablated_gateway {{{','.join(STAGES)}}}")
-    {
-        "crypto": _without_crypto,
-        "replay": _without_replay,
-        "backend": _without_backend,
-        "protection": _without_protection,
-    }[sys.argv[1]]()
+    _STAND_INS[sys.argv[1]]()
     cli.main(["serve"])
 
 

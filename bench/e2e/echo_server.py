@@ -43,7 +43,7 @@ class Legs:
 
 
 class Crypto:
-    """One raw libsodium verify and one raw sign of a request-sized input, as the baseline has."""
+    """One raw libsodium verify and one raw sign of a request-sized input; the baseline times the same."""
 
     def __init__(self) -> None:
         self.signer = _crypto_c.Signer(bytes(32))
