@@ -128,6 +128,11 @@ class GatewayService:
             self._metrics.requests.labels("SubscribeEvents", outcome).inc()
             self._subscribe_duration.observe(time.perf_counter() - started)
         try:
+            # Headers go out on their own first: grpc.aio marks them sent only when a write
+            # completes, so after the hub interrupted the first write (a stalled client, or
+            # shutdown) the final status would carry them again and gRPC would refuse the batch
+            # (TOO_MANY_OPERATIONS), leaving the stream open until the server's grace ran out.
+            await context.send_initial_metadata(())
             await subscriber.pump(context.write, greeting)
         except Rejection as rejection:
             _end_with(context, rejection)
