@@ -15,7 +15,7 @@ import dataclasses
 import shutil
 import ssl
 import subprocess
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,16 @@ def on_both_loops(body: Callable[[], Coroutine[Any, Any, None]]) -> Any:
 
 def client(**kw: Any) -> HTTP11Client:
     return HTTP11Client(**{"timeout_s": 10.0, "max_response_bytes": LIMIT, **kw})
+
+
+@contextlib.asynccontextmanager
+async def opened(**kw: Any) -> AsyncIterator[HTTP11Client]:
+    """``client(**kw)``, closed on the way out whatever the test raised."""
+    http = client(**kw)
+    try:
+        yield http
+    finally:
+        await http.close()
 
 
 # -- a well-behaved backend --------------------------------------------------------------------
@@ -249,16 +259,12 @@ async def keep_answering(conn: RawConnection) -> None:
 
 @on_both_loops
 async def test_the_request_arrives_as_sent_and_the_answer_is_whole() -> None:
-    async with Backend() as backend:
-        http = client()
-        try:
-            resp = await http.request(
-                backend.origin, "PUT", "/echo?a=1&b=%20", headers={"X-Id": "r-1", "X-Uni": "é"}, body=b"payload"
-            )
-            get = await http.request(backend.origin, "GET", "/echo")
-            empty_post = await http.request(backend.origin, "POST", "/echo")
-        finally:
-            await http.close()
+    async with Backend() as backend, opened() as http:
+        resp = await http.request(
+            backend.origin, "PUT", "/echo?a=1&b=%20", headers={"X-Id": "r-1", "X-Uni": "é"}, body=b"payload"
+        )
+        get = await http.request(backend.origin, "GET", "/echo")
+        empty_post = await http.request(backend.origin, "POST", "/echo")
     assert (resp.status, resp.body) == (200, b"payload")
     assert (b"X-Method", b"PUT") in resp.headers
     put, plain, _ = backend.seen
@@ -274,69 +280,49 @@ async def test_the_request_arrives_as_sent_and_the_answer_is_whole() -> None:
 
 @on_both_loops
 async def test_sequential_requests_reuse_one_keep_alive_connection() -> None:
-    async with Backend() as backend:
-        http = client()
-        try:
-            for i in range(5):
-                resp = await http.request(backend.origin, "POST", "/echo", body=b"n%d" % i)
-                assert resp.body == b"n%d" % i
-        finally:
-            await http.close()
+    async with Backend() as backend, opened() as http:
+        for i in range(5):
+            resp = await http.request(backend.origin, "POST", "/echo", body=b"n%d" % i)
+            assert resp.body == b"n%d" % i
     assert len(backend.seen) == 5 and len(backend.peers) == 1
 
 
 @on_both_loops
 async def test_the_pool_never_opens_more_than_max_connections() -> None:
-    async with Backend() as backend:
-        http = client(max_connections=2)
-        try:
-            calls = [
-                asyncio.ensure_future(http.request(backend.origin, "GET", f"/hold?id={i}")) for i in range(6)
-            ]
-            await backend.holding(2)  # both connections busy; the other four wait for one
-            await asyncio.sleep(0.05)
-            assert backend.in_flight == 2 and not any(call.done() for call in calls)
-            backend.release.set()
-            bodies = [resp.body for resp in await asyncio.gather(*calls)]
-        finally:
-            await http.close()
+    async with Backend() as backend, opened(max_connections=2) as http:
+        calls = [asyncio.ensure_future(http.request(backend.origin, "GET", f"/hold?id={i}")) for i in range(6)]
+        await backend.holding(2)  # both connections busy; the other four wait for one
+        await asyncio.sleep(0.05)
+        assert backend.in_flight == 2 and not any(call.done() for call in calls)
+        backend.release.set()
+        bodies = [resp.body for resp in await asyncio.gather(*calls)]
     assert bodies == [str(i).encode() for i in range(6)]
     assert backend.max_in_flight == 2 and len(backend.peers) == 2
 
 
 @on_both_loops
 async def test_concurrent_requests_each_get_their_own_answer() -> None:
-    async with Backend() as backend:
-        http = client(max_connections=8)
-        try:
-            bodies = [b"request-%03d" % i * (i + 1) for i in range(60)]
-            answers = await asyncio.gather(
-                *(http.request(backend.origin, "POST", "/echo", body=body) for body in bodies)
-            )
-        finally:
-            await http.close()
+    async with Backend() as backend, opened(max_connections=8) as http:
+        bodies = [b"request-%03d" % i * (i + 1) for i in range(60)]
+        answers = await asyncio.gather(*(http.request(backend.origin, "POST", "/echo", body=body) for body in bodies))
     assert [answer.body for answer in answers] == bodies
     assert len(backend.seen) == 60 and len(backend.peers) <= 8
 
 
 @on_both_loops
 async def test_a_deadline_passing_while_waiting_for_a_connection_is_a_timeout() -> None:
-    async with Backend() as backend:
-        http = client(max_connections=1, timeout_s=0.2)
-        try:
-            holder = asyncio.ensure_future(http.request(backend.origin, "GET", "/hold"))
-            await backend.holding(1)
-            waiter = asyncio.ensure_future(http.request(backend.origin, "GET", "/echo"))
-            with pytest.raises(TimeoutError):
-                await holder
-            # The holder's deadline came first; its connection was dropped and the waiter got
-            # the freed slot, or its own deadline passed too. Either way it ends, and the pool
-            # still serves.
-            with contextlib.suppress(TimeoutError):
-                await waiter
-            assert (await http.request(backend.origin, "POST", "/echo", body=b"again")).body == b"again"
-        finally:
-            await http.close()
+    async with Backend() as backend, opened(max_connections=1, timeout_s=0.2) as http:
+        holder = asyncio.ensure_future(http.request(backend.origin, "GET", "/hold"))
+        await backend.holding(1)
+        waiter = asyncio.ensure_future(http.request(backend.origin, "GET", "/echo"))
+        with pytest.raises(TimeoutError):
+            await holder
+        # The holder's deadline came first; its connection was dropped and the waiter got
+        # the freed slot, or its own deadline passed too. Either way it ends, and the pool
+        # still serves.
+        with contextlib.suppress(TimeoutError):
+            await waiter
+        assert (await http.request(backend.origin, "POST", "/echo", body=b"again")).body == b"again"
 
 
 @on_both_loops
@@ -375,26 +361,18 @@ async def test_a_cancelled_waiter_gives_its_turn_back() -> None:
 
 @on_both_loops
 async def test_content_length_bodies_small_empty_and_over_many_reads() -> None:
-    async with Backend() as backend:
-        http = client()
-        try:
-            assert (await http.request(backend.origin, "GET", "/big?n=0")).body == b""
-            assert (await http.request(backend.origin, "GET", "/big?n=1")).body == b"b"
-            assert (await http.request(backend.origin, "GET", f"/big?n={LIMIT}")).body == b"b" * LIMIT
-        finally:
-            await http.close()
+    async with Backend() as backend, opened() as http:
+        assert (await http.request(backend.origin, "GET", "/big?n=0")).body == b""
+        assert (await http.request(backend.origin, "GET", "/big?n=1")).body == b"b"
+        assert (await http.request(backend.origin, "GET", f"/big?n={LIMIT}")).body == b"b" * LIMIT
     assert len(backend.peers) == 1
 
 
 @on_both_loops
 async def test_chunked_bodies_are_reassembled_and_the_connection_reused() -> None:
-    async with Backend() as backend:
-        http = client()
-        try:
-            first = await http.request(backend.origin, "GET", "/chunked?parts=5")
-            many = await http.request(backend.origin, "GET", "/chunked?parts=100&repeat=50")
-        finally:
-            await http.close()
+    async with Backend() as backend, opened() as http:
+        first = await http.request(backend.origin, "GET", "/chunked?parts=5")
+        many = await http.request(backend.origin, "GET", "/chunked?parts=100&repeat=50")
     assert first.body == b"part0;part1;part2;part3;part4;"
     assert many.body == b"".join(f"part{i};".encode() * 50 for i in range(100))
     assert len(backend.peers) == 1
@@ -407,12 +385,8 @@ async def test_a_close_delimited_body_ends_at_eof() -> None:
         await conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
         conn.writer.close()
 
-    async with RawServer(answer) as server:
-        http = client()
-        try:
-            resp = await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+    async with RawServer(answer) as server, opened() as http:
+        resp = await http.request(server.origin, "GET", "/")
     assert (resp.status, resp.body) == (200, b"until the end")
 
 
@@ -423,24 +397,16 @@ async def test_informational_answers_are_skipped() -> None:
         await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n" + ok(b"final"))
         await conn.server.release.wait()
 
-    async with RawServer(answer) as server:
-        http = client()
-        try:
-            resp = await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+    async with RawServer(answer) as server, opened() as http:
+        resp = await http.request(server.origin, "GET", "/")
     assert (resp.status, resp.body) == (200, b"final")
 
 
 @on_both_loops
 async def test_head_has_no_body_whatever_content_length_says() -> None:
-    async with Backend() as backend:
-        http = client()
-        try:
-            resp = await http.request(backend.origin, "HEAD", "/big?n=100")
-            after = await http.request(backend.origin, "GET", "/big?n=3")
-        finally:
-            await http.close()
+    async with Backend() as backend, opened() as http:
+        resp = await http.request(backend.origin, "HEAD", "/big?n=100")
+        after = await http.request(backend.origin, "GET", "/big?n=3")
     assert (resp.status, resp.body) == (200, b"")
     assert (b"Content-Length", b"100") in resp.headers
     assert after.body == b"bbb"
@@ -451,14 +417,10 @@ async def test_head_has_no_body_whatever_content_length_says() -> None:
 
 @on_both_loops
 async def test_connection_close_is_honoured_and_not_pooled() -> None:
-    async with Backend() as backend:
-        http = client()
-        try:
-            assert (await http.request(backend.origin, "GET", "/close")).body == b"bye"
-            assert (await http.request(backend.origin, "GET", "/close")).body == b"bye"
-            assert (await http.request(backend.origin, "POST", "/echo", body=b"x")).body == b"x"
-        finally:
-            await http.close()
+    async with Backend() as backend, opened() as http:
+        assert (await http.request(backend.origin, "GET", "/close")).body == b"bye"
+        assert (await http.request(backend.origin, "GET", "/close")).body == b"bye"
+        assert (await http.request(backend.origin, "POST", "/echo", body=b"x")).body == b"x"
     assert len(backend.peers) == 3
 
 
@@ -468,13 +430,9 @@ async def test_connection_close_is_honoured_even_while_the_server_keeps_the_sock
         while await conn.read_request() is not None:
             await conn.send(ok(b"x", b"Connection: close\r\n"))
 
-    async with RawServer(say_close_but_linger) as server:
-        http = client()
-        try:
-            for _ in range(3):
-                assert (await http.request(server.origin, "GET", "/")).body == b"x"
-        finally:
-            await http.close()
+    async with RawServer(say_close_but_linger) as server, opened() as http:
+        for _ in range(3):
+            assert (await http.request(server.origin, "GET", "/")).body == b"x"
     assert (server.connections, server.requests) == (3, 3)
 
 
@@ -488,13 +446,9 @@ async def test_a_stale_connection_is_retried_once_on_a_new_one() -> None:
         await conn.read_request()
         conn.writer.close()
 
-    async with RawServer(one_answer) as server:
-        http = client()
-        try:
-            assert (await http.request(server.origin, "POST", "/", body=b"a")).body == b"first"
-            resp = await http.request(server.origin, "POST", "/", body=b"b")  # not idempotent: retried all the same
-        finally:
-            await http.close()
+    async with RawServer(one_answer) as server, opened() as http:
+        assert (await http.request(server.origin, "POST", "/", body=b"a")).body == b"first"
+        resp = await http.request(server.origin, "POST", "/", body=b"b")  # not idempotent: retried all the same
     assert resp.body == b"first"
     assert (server.connections, server.requests) == (2, 3)
 
@@ -507,15 +461,11 @@ async def test_an_idle_connection_closed_by_the_server_is_not_a_failure() -> Non
         conn.writer.close()  # keep-alive was promised, but the server drops the connection
         conn.server.disconnected.set()
 
-    async with RawServer(close_when_idle) as server:
-        http = client()
-        try:
-            assert (await http.request(server.origin, "GET", "/")).body == b"one"
-            await server.disconnected.wait()
-            await asyncio.sleep(0.05)  # the client may or may not have seen the EOF yet: both must work
-            assert (await http.request(server.origin, "GET", "/")).body == b"one"
-        finally:
-            await http.close()
+    async with RawServer(close_when_idle) as server, opened() as http:
+        assert (await http.request(server.origin, "GET", "/")).body == b"one"
+        await server.disconnected.wait()
+        await asyncio.sleep(0.05)  # the client may or may not have seen the EOF yet: both must work
+        assert (await http.request(server.origin, "GET", "/")).body == b"one"
     assert server.connections == 2
 
 
@@ -528,14 +478,10 @@ async def test_a_server_dying_mid_answer_fails_the_request_without_retry() -> No
         await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
         conn.writer.close()
 
-    async with RawServer(die_on_second) as server:
-        http = client()
-        try:
-            await http.request(server.origin, "POST", "/", body=b"a")
-            with pytest.raises(ConnectionClosedError) as info:
-                await http.request(server.origin, "POST", "/", body=b"b")  # on the reused connection
-        finally:
-            await http.close()
+    async with RawServer(die_on_second) as server, opened() as http:
+        await http.request(server.origin, "POST", "/", body=b"a")
+        with pytest.raises(ConnectionClosedError) as info:
+            await http.request(server.origin, "POST", "/", body=b"b")  # on the reused connection
     assert info.value.response_started
     assert (server.connections, server.requests) == (1, 2)  # the partial answer was not retried
 
@@ -546,27 +492,19 @@ async def test_a_new_connection_closed_before_an_answer_is_not_retried() -> None
         await conn.read_request()
         conn.writer.close()
 
-    async with RawServer(hang_up) as server:
-        http = client()
-        try:
-            with pytest.raises(ConnectionClosedError) as info:
-                await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+    async with RawServer(hang_up) as server, opened() as http:
+        with pytest.raises(ConnectionClosedError) as info:
+            await http.request(server.origin, "GET", "/")
     assert not info.value.response_started
     assert server.requests == 1
 
 
 @on_both_loops
 async def test_idle_connections_are_closed_after_the_keepalive_time() -> None:
-    async with RawServer(keep_answering) as server:
-        http = client(keepalive_s=0.05)
-        try:
-            await http.request(server.origin, "GET", "/")
-            await server.disconnected.wait()  # the client, not the server, ended the connection
-            await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+    async with RawServer(keep_answering) as server, opened(keepalive_s=0.05) as http:
+        await http.request(server.origin, "GET", "/")
+        await server.disconnected.wait()  # the client, not the server, ended the connection
+        await http.request(server.origin, "GET", "/")
     assert server.connections == 2
 
 
@@ -585,15 +523,11 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() ->
         await conn.send(ok(b"fast"))
         await conn.server.release.wait()
 
-    async with RawServer(answer_second_connection_only) as server:
-        http = client(timeout_s=0.1)
-        try:
-            with pytest.raises(TimeoutError):
-                await http.request(server.origin, "GET", "/")
-            await server.disconnected.wait()
-            assert (await http.request(server.origin, "GET", "/")).body == b"fast"
-        finally:
-            await http.close()
+    async with RawServer(answer_second_connection_only) as server, opened(timeout_s=0.1) as http:
+        with pytest.raises(TimeoutError):
+            await http.request(server.origin, "GET", "/")
+        await server.disconnected.wait()
+        assert (await http.request(server.origin, "GET", "/")).body == b"fast"
 
 
 @on_both_loops
@@ -610,16 +544,12 @@ async def test_answers_over_the_limit_fail_without_reading_them_whole() -> None:
             total += len(chunk)
         sent.append(total)
 
-    async with Backend() as backend, RawServer(endless) as server:
-        http = client()
-        try:
-            for target in (f"/big?n={LIMIT + 1}", "/chunked?parts=100&repeat=200"):
-                with pytest.raises(ResponseTooLargeError):
-                    await http.request(backend.origin, "GET", target)
+    async with Backend() as backend, RawServer(endless) as server, opened() as http:
+        for target in (f"/big?n={LIMIT + 1}", "/chunked?parts=100&repeat=200"):
             with pytest.raises(ResponseTooLargeError):
-                await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+                await http.request(backend.origin, "GET", target)
+        with pytest.raises(ResponseTooLargeError):
+            await http.request(server.origin, "GET", "/")
     assert sent == []  # the client hung up long before the server could send it all
 
 
@@ -632,13 +562,9 @@ async def test_a_header_section_over_the_limit_is_a_protocol_error() -> None:
             await conn.send(b"X-Filler: " + b"f" * 1012 + b"\r\n")
         await conn.server.release.wait()
 
-    async with RawServer(huge_head) as server:
-        http = client()
-        try:
-            with pytest.raises(ProtocolError):
-                await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+    async with RawServer(huge_head) as server, opened() as http:
+        with pytest.raises(ProtocolError):
+            await http.request(server.origin, "GET", "/")
 
 
 @on_both_loops
@@ -648,27 +574,20 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
         await conn.send(b"this is not HTTP\r\n\r\n")
         await conn.server.release.wait()
 
-    async with RawServer(garbage) as server:
-        http = client()
-        try:
-            with pytest.raises(ProtocolError):
-                await http.request(server.origin, "GET", "/")
-        finally:
-            await http.close()
+    async with RawServer(garbage) as server, opened() as http:
+        with pytest.raises(ProtocolError):
+            await http.request(server.origin, "GET", "/")
 
 
 @on_both_loops
 async def test_a_refused_connection_is_a_connect_error() -> None:
     async with RawServer(keep_answering) as server:
         origin = server.origin
-    http = client()
-    try:
+    async with opened() as http:
         with pytest.raises(ConnectError):
             await http.request(origin, "GET", "/")
         with pytest.raises(ConnectError):  # the failed connect gave its slot back
             await http.request(origin, "GET", "/")
-    finally:
-        await http.close()
 
 
 @pytest.mark.parametrize(
@@ -690,13 +609,9 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 )
 def test_requests_that_could_split_or_reframe_are_refused(method: str, target: str, headers: dict[str, str]) -> None:
     async def body() -> None:
-        async with RawServer(keep_answering) as server:
-            http = client()
-            try:
-                with pytest.raises(InvalidRequestError):
-                    await http.request(server.origin, method, target, headers=headers)
-            finally:
-                await http.close()
+        async with RawServer(keep_answering) as server, opened() as http:
+            with pytest.raises(InvalidRequestError):
+                await http.request(server.origin, method, target, headers=headers)
         assert server.connections == 0  # refused before anything was sent
 
     asyncio.run(asyncio.wait_for(body(), BOUND_S))
