@@ -27,7 +27,7 @@ deps:
 	fi
 
 # The native modules are built by the editable install; editing ext/ rebuilds them.
-$(STAMP): pyproject.toml setup.py $(wildcard ext/edgeward/*.pyx ext/edgeward/*.pxd)
+$(STAMP): pyproject.toml setup.py $(wildcard ext/edgeward/*.pxd ext/edgeward/native/*.pyx ext/edgeward/native/*.pxd)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel 'Cython>=3.1,<4'
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[dev]'

@@ -1,7 +1,8 @@
 """Build script for the native hot path; the package metadata lives in pyproject.toml.
 
-The Cython sources are in ``ext/edgeward/`` (mirroring the package path, so Cython derives the
-modules' qualified names); each native module has a pure-Python twin in ``src/edgeward/``.
+The Cython sources are in ``ext/edgeward/native/`` (mirroring the package path, so Cython derives
+the modules' qualified names); each native module has a pure-Python twin beside it in
+``src/edgeward/native/``.
 
 Switches (environment variables):
 - ``EDGEWARD_NO_EXTENSIONS=1``: a pure-Python build, announced on stderr.
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-# Every ext/edgeward/_<concern>_c.pyx becomes the module edgeward._<concern>_c.
-NATIVE_MODULES = sorted(path.stem for path in Path("ext/edgeward").glob("_*_c.pyx"))
+# Every ext/edgeward/native/_<concern>_c.pyx becomes the module edgeward.native._<concern>_c.
+NATIVE_DIR = "ext/edgeward/native"
+NATIVE_MODULES = sorted(path.stem for path in Path(NATIVE_DIR).glob("_*_c.pyx"))
 # Development: build only these (comma-separated), e.g. while another module is being written:
 #   EDGEWARD_BUILD_ONLY=_envelope_c .venv/bin/python setup.py build_ext --inplace
 if os.environ.get("EDGEWARD_BUILD_ONLY"):
@@ -63,8 +65,8 @@ def _extensions() -> list[Extension]:
 
     def ext(name: str) -> Extension:
         return Extension(
-            f"edgeward.{name}",
-            [f"ext/edgeward/{name}.pyx"],
+            f"edgeward.native.{name}",
+            [f"{NATIVE_DIR}/{name}.pyx"],
             extra_compile_args=cflags + sodium_cflags,
             extra_link_args=sodium_libs,
             define_macros=macros,

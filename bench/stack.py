@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.redis_server import free_port
+from edgeward.devtools.ports import free_port, wait_listening
 
 __all__ = (
     "GATEWAY_SEED",
@@ -27,7 +25,6 @@ __all__ = (
     "move_to_other_cores",
     "on_server_core",
     "stop",
-    "wait_port",
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,19 +43,6 @@ def move_to_other_cores() -> None:
     """Pin this process (and so every child it starts afterwards) off the server core."""
     if _OTHER_CORES is not None:
         os.sched_setaffinity(0, _OTHER_CORES)
-
-
-def wait_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}")
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
@@ -96,7 +80,7 @@ class Stub:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "edgeward", "stub-backend"], env=self.env, cwd=ROOT)
-        wait_port(self.http_port, self.proc, "stub backend")
+        wait_listening(self.http_port, self.proc, what="stub backend")
 
     def stop(self) -> None:
         if self.proc is not None:

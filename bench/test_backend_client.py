@@ -10,7 +10,7 @@ round is kept. Only ratios against aiohttp are asserted, never absolute times.
 
 Candidates:
 - aiohttp: a ClientSession configured and called as BackendClient used it before http11.
-- http11: ``edgeward.http11.HTTP11Client`` (pool, deadline, size bound, validation).
+- http11: ``edgeward.io.http11.HTTP11Client`` (pool, deadline, size bound, validation).
 - BackendClient.forward: the whole backend call on the hot path (headers, traceparent, answer
   mapping) over http11.
 - asyncio streams: a bare HTTP/1.1 exchange on StreamReader/StreamWriter, with no pool, no
@@ -36,9 +36,9 @@ import pytest
 import uvloop
 from yarl import URL
 
-from edgeward.backend import BackendClient, CommandContext
-from edgeward.http11 import HTTP11Client, Origin
-from edgeward.routes import Route
+from edgeward.gateway.backend import BackendClient, CommandContext
+from edgeward.gateway.routes import Route
+from edgeward.io.http11 import HTTP11Client, Origin
 
 PATH = "/api/v1/user/echo"
 PAYLOAD = orjson.dumps({"display_name": "Ada Lovelace", "locale": "en-GB", "notes": "x" * 130})

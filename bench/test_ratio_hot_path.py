@@ -1,6 +1,6 @@
 """Hot-path budgets: the native twins against raw libsodium and against their pure twins.
 
-The "raw" baselines are single calls into libsodium through ``edgeward._crypto_c`` (one Cython
+The "raw" baselines are single calls into libsodium through ``edgeward.native._crypto_c`` (one Cython
 call wrapping ``crypto_sign_verify_detached`` / ``crypto_sign_detached``, GIL released): what a
 request would cost if verifying or signing were all the gateway did.
 """
@@ -11,10 +11,10 @@ from typing import Any
 
 from bench.budgets import BUDGETS
 from bench.conftest import RatioMeter
-from edgeward import _crypto_c, _envelope_c, _envelope_py, _session_lru_c, _session_lru_py
 from edgeward._pb import gateway_pb2
 from edgeward.clock import now_ms
-from edgeward.session_record import SessionRecord
+from edgeward.native import _crypto_c, _envelope_c, _envelope_py, _session_lru_c, _session_lru_py
+from edgeward.native.session_record import SessionRecord
 
 MAX_PAYLOAD = 65_536
 FRESHNESS_MS = 300_000

@@ -1,11 +1,11 @@
-"""Client-side CPU per replay reservation: redis-py pipelines versus ``edgeward.resp``.
+"""Client-side CPU per replay reservation: redis-py pipelines versus ``edgeward.io.resp``.
 
 Both candidates batch the reservations of one event-loop turn the same way (a queue flushed by
 ``call_soon``) and differ only in the Redis client under the batch:
 
-- ``redis-py``: the replay store as it was before ``edgeward.resp``: one non-transactional
+- ``redis-py``: the replay store as it was before ``edgeward.io.resp``: one non-transactional
   ``redis.asyncio`` pipeline per turn (redis-py uses hiredis for parsing when installed, as here).
-- ``resp``: ``edgeward.replay.RedisReplayStore`` over ``edgeward.resp.RespConnection``.
+- ``resp``: ``edgeward.gateway.replay.RedisReplayStore`` over ``edgeward.io.resp.RespConnection``.
 
 Each measurement is ``time.process_time`` across many rounds of ``batch`` concurrent reservations
 (one task each, like gateway requests) against a private redis-server, so Redis's own CPU is not
@@ -30,7 +30,7 @@ import uvloop
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from edgeward.replay import RedisReplayStore, replay_key
+from edgeward.gateway.replay import RedisReplayStore, replay_key
 from tests.support.redis_server import RedisServer
 
 TTL_MS = 60_000
@@ -45,7 +45,7 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 
 
 class RedisPyPipelineStore:
-    """The replay store's reservation path before ``edgeward.resp``, trimmed to what a pass costs."""
+    """The replay store's reservation path before ``edgeward.io.resp``, trimmed to what a pass costs."""
 
     def __init__(self, url: str) -> None:
         self._redis = aioredis.Redis.from_url(

@@ -31,8 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _twins(concern: str) -> list[object]:
     return [
-        pytest.param(f"edgeward._{concern}_c", id="c", marks=pytest.mark.native),
-        pytest.param(f"edgeward._{concern}_py", id="py"),
+        pytest.param(f"edgeward.native._{concern}_c", id="c", marks=pytest.mark.native),
+        pytest.param(f"edgeward.native._{concern}_py", id="py"),
     ]
 
 

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from edgeward.backend import BackendClient, CommandContext, stable_error_code, traceparent_for
-from edgeward.reasons import Reason, Rejection
-from edgeward.routes import Route
+from edgeward.gateway.backend import BackendClient, CommandContext, traceparent_for
+from edgeward.gateway.routes import Route
+from edgeward.reasons import Reason, Rejection, stable_error_code
 
 KEY = base64.b64encode(b"k" * 32).decode()
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
@@ -225,7 +225,7 @@ async def test_answers_outside_the_contract_are_backend_unavailable(
     client: BackendClient, scenario: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = b'{"password": "hunter2"}'
-    with caplog.at_level(logging.WARNING, "edgeward.backend"), pytest.raises(Rejection) as info:
+    with caplog.at_level(logging.WARNING, "edgeward.gateway.backend"), pytest.raises(Rejection) as info:
         await client.forward(route(scenario), secret, CTX)
     assert info.value.reason is Reason.BACKEND_UNAVAILABLE
     assert caplog.records and "hunter2" not in caplog.text

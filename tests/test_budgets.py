@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from edgeward.budgets import CommandBudgets, Limit, parse_limit
-from edgeward.grpc_service import client_ip
-from edgeward.limiter import Hit, LimiterUnavailable, Verdict
+from edgeward.gateway.grpc_service import client_ip
+from edgeward.protection.budgets import CommandBudgets, Limit, parse_limit
+from edgeward.protection.limiter import Hit, LimiterUnavailable, Verdict
 from edgeward.reasons import Reason, Rejection
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeward.client_address import TrustedProxies, client_address, ip_limit_key, parse_ip
+from edgeward.protection.client_address import TrustedProxies, client_address, ip_limit_key, parse_ip
 
 PROXIES = TrustedProxies.parse("10.0.0.0/8, 2001:db8:ffff::/48, 192.0.2.7")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeward.budgets import Limit
-from edgeward.config import Address, ConfigError, GatewaySettings, add_arguments, load
+from edgeward.config import Address, ConfigError, add_arguments, load
+from edgeward.gateway.settings import GatewaySettings
+from edgeward.protection.budgets import Limit
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

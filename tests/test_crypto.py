@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeward import _crypto_py
+from edgeward.native import _crypto_py
 
 # RFC 8032 section 7.1, tests 1 to 3: (secret seed, public key, message, signature).
 RFC8032 = [
@@ -110,7 +110,7 @@ def test_generated_keys_are_distinct_and_work(crypto_impl: ModuleType) -> None:
 @settings(max_examples=200, deadline=None)
 @given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=512), flip=st.integers(0, 511))
 def test_twins_agree_with_each_other_and_hashlib(seed: bytes, message: bytes, flip: int) -> None:
-    from edgeward import _crypto_c
+    from edgeward.native import _crypto_c
 
     native, pure = _crypto_c.Signer(seed), _crypto_py.Signer(seed)
     assert native.public_key == pure.public_key

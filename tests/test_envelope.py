@@ -1,7 +1,7 @@
 """Envelope decoding: every field limit of the contract, in a fixed order, with stable reasons.
 
-Every test runs against both twins (``envelope_impl``: ``edgeward._envelope_c`` and
-``edgeward._envelope_py``); tests/test_envelope_props.py compares them on random input.
+Every test runs against both twins (``envelope_impl``: ``edgeward.native._envelope_c`` and
+``edgeward.native._envelope_py``); tests/test_envelope_props.py compares them on random input.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from types import ModuleType
 
 import pytest
 
-from edgeward import envelope as public
-from edgeward import native
 from edgeward._pb import gateway_pb2
-from edgeward.crypto import Signer, verify
+from edgeward.native import envelope as public
+from edgeward.native import loader
+from edgeward.native.crypto import Signer, verify
+from edgeward.native.signing import event_signing_input, request_signing_input, response_signing_input
 from edgeward.reasons import Reason, Rejection
-from edgeward.signing import event_signing_input, request_signing_input, response_signing_input
 
 PAYLOAD = b'{"hello":"world"}'
 
@@ -66,7 +66,7 @@ def field(number: int, wire_type: int, value: bytes = b"") -> bytes:
 
 
 def test_public_module_binds_the_active_twin() -> None:
-    active = importlib.import_module(f"edgeward._envelope_{native.ACTIVE['envelope']}")
+    active = importlib.import_module(f"edgeward.native._envelope_{loader.ACTIVE['envelope']}")
     for name in public.__all__:
         assert getattr(public, name) is getattr(active, name)
 

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeward._pb import gateway_pb2
-from edgeward.crypto import Signer, verify
+from edgeward.native.crypto import Signer, verify
+from edgeward.native.signing import event_signing_input, request_signing_input, response_signing_input
 from edgeward.reasons import Reason, Rejection
-from edgeward.signing import event_signing_input, request_signing_input, response_signing_input
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PER_TWIN = settings(SETTINGS, max_examples=100)
@@ -59,7 +59,8 @@ def texts(alphabet: str, min_size: int = 0, max_size: int = 8) -> st.SearchStrat
 
 def twins() -> tuple[ModuleType, ModuleType]:
     """(native, pure); imported here so that a pure build can still collect this module."""
-    return importlib.import_module("edgeward._envelope_c"), importlib.import_module("edgeward._envelope_py")
+    native = importlib.import_module("edgeward.native._envelope_c")
+    return native, importlib.import_module("edgeward.native._envelope_py")
 
 
 def outcome(impl: ModuleType, data: bytes, max_payload: int, kind: str = "execute") -> tuple[object, ...]:

@@ -1,4 +1,4 @@
-"""edgeward.http11 against real servers on 127.0.0.1: pooling, bodies, failures, retries, deadlines.
+"""edgeward.io.http11 against real servers on 127.0.0.1: pooling, bodies, failures, retries, deadlines.
 
 Well-behaved answers come from an aiohttp.web server; misbehaving ones (closing, dying mid-answer,
 never answering, streaming without end) from asyncio.start_server handlers written per test.
@@ -23,8 +23,9 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from edgeward.backend import BackendClient, CommandContext
-from edgeward.http11 import (
+from edgeward.gateway.backend import BackendClient, CommandContext
+from edgeward.gateway.routes import Route
+from edgeward.io.http11 import (
     MAX_HEAD_BYTES,
     ClientClosedError,
     ConnectError,
@@ -36,7 +37,6 @@ from edgeward.http11 import (
     ProtocolError,
     ResponseTooLargeError,
 )
-from edgeward.routes import Route
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

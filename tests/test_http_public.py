@@ -17,11 +17,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from edgeward.backend import BackendClient
-from edgeward.client_address import TrustedProxies
-from edgeward.http_public import make_public_app
-from edgeward.limiter import Limit, MemoryLimiter
-from edgeward.public_limits import PublicLimits
+from edgeward.gateway.backend import BackendClient
+from edgeward.protection.client_address import TrustedProxies
+from edgeward.protection.limiter import Limit, MemoryLimiter
+from edgeward.public.limits import PublicLimits
+from edgeward.public.listener import make_public_app
 
 SEND = "/api/v1/public/auth/send-email-code"
 CONFIRM = "/api/v1/public/auth/confirm-email-code"
@@ -342,7 +342,7 @@ async def test_valid_values_are_forwarded_unchanged(stack: Stack, path: str, doc
 
 
 def test_an_email_is_normalized_to_its_mailbox() -> None:
-    from edgeward.public_checks import normalize_email
+    from edgeward.public.checks import normalize_email
 
     assert normalize_email(" Ada.Lovelace+sign-in@Example.COM ") == "ada.lovelace@example.com"
     assert normalize_email("+only-tag@example.com") == "+only-tag@example.com"
@@ -416,7 +416,7 @@ async def test_the_per_challenge_limit_stops_guessing_a_code(make_stack: StackFa
 
 
 async def test_a_limiter_failing_closed_is_503(make_stack: StackFactory) -> None:
-    from edgeward.limiter import LimiterUnavailable
+    from edgeward.protection.limiter import LimiterUnavailable
 
     class Down(MemoryLimiter):
         def acquire(self, hits: Any) -> Any:

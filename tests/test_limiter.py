@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeward.limiter import Limit, MemoryLimiter, Rate, parse_failure_mode, parse_limit
+from edgeward.protection.limiter import Limit, MemoryLimiter, Rate, parse_failure_mode, parse_limit
 
 
 class FakeClock:

@@ -7,16 +7,16 @@ import os
 import subprocess
 import sys
 
-from edgeward.native import CONCERNS
+from edgeward.native.loader import CONCERNS
 
-_REPORT = "import json; from edgeward import native; print(json.dumps([native.load_all(), native.FALLBACKS]))"
+_REPORT = "import json; from edgeward.native import loader; print(json.dumps([loader.load_all(), loader.FALLBACKS]))"
 
 # Makes one native module unimportable, as a build without it (or a broken libsodium) would.
 _BLOCK_CRYPTO_C = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name == "edgeward._crypto_c":
+        if name == "edgeward.native._crypto_c":
             raise ImportError("blocked for the test")
 sys.meta_path.insert(0, Block())
 """
@@ -52,7 +52,7 @@ def test_a_native_module_that_fails_to_import_falls_back_with_one_warning() -> N
     assert active == dict.fromkeys(CONCERNS, "c") | {"crypto": "py"}
     assert fallbacks == {"crypto": "blocked for the test"}
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
-    assert len(warnings) == 1 and "edgeward._crypto_c" in warnings[0]
+    assert len(warnings) == 1 and "edgeward.native._crypto_c" in warnings[0]
 
 
 def test_doctor_reports_the_active_twins() -> None:

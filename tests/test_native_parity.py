@@ -14,13 +14,14 @@ from types import ModuleType
 
 import pytest
 
-from edgeward.native import CONCERNS
+from edgeward.native.loader import CONCERNS
 
 pytestmark = pytest.mark.native
 
 
 def _pair(concern: str) -> tuple[ModuleType, ModuleType]:
-    return importlib.import_module(f"edgeward._{concern}_c"), importlib.import_module(f"edgeward._{concern}_py")
+    native = importlib.import_module(f"edgeward.native._{concern}_c")
+    return native, importlib.import_module(f"edgeward.native._{concern}_py")
 
 
 def _public_members(obj: object) -> dict[str, object]:
@@ -57,7 +58,7 @@ def test_same_public_names(concern: str) -> None:
     native, pure = _pair(concern)
     assert sorted(native.__all__) == sorted(pure.__all__)
     for name in pure.__all__:
-        assert hasattr(native, name), f"edgeward._{concern}_c lacks {name}"
+        assert hasattr(native, name), f"edgeward.native._{concern}_c lacks {name}"
 
 
 @pytest.mark.parametrize("concern", CONCERNS)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgeward.limiter import Limit, MemoryLimiter
-from edgeward.preauth_guard import FAILURE_REASONS, PreAuthGuard
+from edgeward.protection.limiter import Limit, MemoryLimiter
+from edgeward.protection.preauth_guard import FAILURE_REASONS, PreAuthGuard
 from edgeward.reasons import Reason, Rejection
 
 

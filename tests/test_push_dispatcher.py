@@ -7,12 +7,12 @@ import asyncio
 import pytest
 
 from edgeward._pb import push_pb2
-from edgeward.crypto import Signer
-from edgeward.push_dispatcher import Backoff, PushDispatcher
-from edgeward.pushhub import PushHub
+from edgeward.gateway.session_cache import SessionCache
+from edgeward.native.crypto import Signer
+from edgeward.native.session_record import SessionRecord
+from edgeward.push.dispatcher import Backoff, PushDispatcher
+from edgeward.push.hub import PushHub
 from edgeward.reasons import Reason
-from edgeward.session_cache import SessionCache
-from edgeward.session_record import SessionRecord
 
 KEY = b"k" * 32
 

@@ -8,8 +8,8 @@ import pytest
 
 from edgeward._pb import gateway_pb2
 from edgeward.client import verify_event
-from edgeward.crypto import Signer
-from edgeward.pushhub import PushHub, Subscriber
+from edgeward.native.crypto import Signer
+from edgeward.push.hub import PushHub, Subscriber
 from edgeward.reasons import Reason, Rejection
 
 SIGNER = Signer(bytes(range(32)))

@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import pytest
 
-from edgeward.limiter import Hit, Limit, LimiterUnavailable, MemoryLimiter, Rate, Verdict
-from edgeward.redis_limiter import SCRIPT, RedisLimiter, limit_key
-from edgeward.resp import RespConnection
+from edgeward.io.resp import RespConnection
+from edgeward.protection.limiter import Hit, Limit, LimiterUnavailable, MemoryLimiter, Rate, Verdict
+from edgeward.protection.redis_limiter import SCRIPT, RedisLimiter, limit_key
 from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from edgeward.reasons import Reason, Rejection
-from edgeward.replay import (
+from edgeward.gateway.replay import (
     MemoryReplayStore,
     RedisReplayStore,
     open_replay_store,
     replay_key,
 )
+from edgeward.reasons import Reason, Rejection
 from tests.support.redis_server import RedisServer
 
 TTL_MS = 600_000
@@ -217,7 +217,7 @@ async def overlapping_reservations(store: RedisReplayStore, count: int) -> None:
 async def test_redis_down_fails_closed_then_recovers(
     redis_server: RedisServer, store: RedisReplayStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="edgeward.replay")
+    caplog.set_level(logging.INFO, logger="edgeward.gateway.replay")
     await overlapping_reservations(store, 4)
     redis_server.stop()
     async with asyncio.timeout(5):

@@ -1,4 +1,4 @@
-"""edgeward.resp against a real redis-server: one write per loop turn, FIFO replies, error replies,
+"""edgeward.io.resp against a real redis-server: one write per loop turn, FIFO replies, error replies,
 Redis stopped and restarted, a server that never answers, AUTH/SELECT, close with pending commands,
 and the replay store sending a batch lost on a broken connection once more (never twice).
 
@@ -19,10 +19,10 @@ import hiredis
 import pytest
 import uvloop
 
-from edgeward import resp
+from edgeward.gateway.replay import RedisReplayStore
+from edgeward.io import resp
+from edgeward.io.resp import CommandTimeout, ConnectionLost, Endpoint, RespConnection, RespError, parse_url
 from edgeward.reasons import Rejection
-from edgeward.replay import RedisReplayStore
-from edgeward.resp import CommandTimeout, ConnectionLost, Endpoint, RespConnection, RespError, parse_url
 from tests.support.redis_server import RedisServer
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
@@ -103,7 +103,7 @@ class CountingTransport:
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every ``transport.write`` of every edgeward.resp connection in the test."""
+    """Every ``transport.write`` of every edgeward.io.resp connection in the test."""
     seen: list[bytes] = []
     made = resp._Protocol.connection_made
 

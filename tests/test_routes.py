@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from edgeward.limiter import Limit
-from edgeward.routes import DEFAULT_ROUTES, Route, RouteFileError, load_route_table
+from edgeward.gateway.routes import DEFAULT_ROUTES, Route, RouteFileError, load_route_table
+from edgeward.protection.limiter import Limit
 
 ROOT = Path(__file__).resolve().parent.parent
 

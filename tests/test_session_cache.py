@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from edgeward.gateway.session_cache import SessionCache
+from edgeward.native.session_record import SessionRecord
 from edgeward.reasons import Reason, Rejection
-from edgeward.session_cache import SessionCache
-from edgeward.session_record import SessionRecord
 
 KEY = b"k" * 32
 

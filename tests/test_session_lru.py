@@ -10,9 +10,9 @@ from types import ModuleType
 
 import pytest
 
-from edgeward import native
-from edgeward.session_lru import SessionLru
-from edgeward.session_record import SessionRecord
+from edgeward.native import loader
+from edgeward.native.session_lru import SessionLru
+from edgeward.native.session_record import SessionRecord
 
 KEY = b"k" * 32
 
@@ -37,7 +37,7 @@ def lru_of(impl: ModuleType, max_entries: int = 10, ttl_ms: float = 1000, clock:
 
 
 def test_dispatcher_exports_the_active_twin() -> None:
-    assert SessionLru.__module__ == f"edgeward._session_lru_{native.ACTIVE['session_lru']}"
+    assert SessionLru.__module__ == f"edgeward.native._session_lru_{loader.ACTIVE['session_lru']}"
 
 
 def test_rejects_non_positive_capacity(session_lru_impl: ModuleType) -> None:

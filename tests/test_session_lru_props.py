@@ -19,10 +19,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from edgeward import _session_lru_py
 from edgeward.clock import monotonic_ms
-from edgeward.session_lru import SessionLru
-from edgeward.session_record import SessionRecord
+from edgeward.native import _session_lru_py
+from edgeward.native.session_lru import SessionLru
+from edgeward.native.session_record import SessionRecord
 
 pytestmark = pytest.mark.native
 
@@ -35,7 +35,7 @@ MILLIS = st.integers(0, 40) | st.floats(0, 40, allow_nan=False, allow_infinity=F
 
 
 def native_twin() -> ModuleType:
-    return importlib.import_module("edgeward._session_lru_c")
+    return importlib.import_module("edgeward.native._session_lru_c")
 
 
 class SharedClock:

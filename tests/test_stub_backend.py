@@ -25,8 +25,8 @@ import orjson
 import pytest
 
 from edgeward.config import Address, load
-from edgeward.crypto import Signer
-from edgeward.session_record import parse_session
+from edgeward.native.crypto import Signer
+from edgeward.native.session_record import parse_session
 from edgeward.stub import StubBackend, StubSettings
 from edgeward.stub import state as stub_state
 from edgeward.stub.state import MAX_WRONG_CODES

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import redis.asyncio
 
-from edgeward.session_record import parse_session
+from edgeward.native.session_record import parse_session
 from edgeward.stub.projection import EVENTS_STREAM, SESSION_KEY_PREFIX
 from tests.support.redis_server import RedisServer
 from tests.test_stub_backend import USER_BLOCKS, WAIT_S, Login, running_stub

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from edgeward import signing
-from edgeward.crypto import Signer, sha256, verify
+from edgeward.native import signing
+from edgeward.native.crypto import Signer, sha256, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_FILE = ROOT / "tests" / "vectors" / "signing.json"

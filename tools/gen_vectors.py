@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeward.crypto import Signer, sha256
-from edgeward.signing import event_signing_input, request_signing_input, response_signing_input
+from edgeward.native.crypto import Signer, sha256
+from edgeward.native.signing import event_signing_input, request_signing_input, response_signing_input
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "tests" / "vectors"

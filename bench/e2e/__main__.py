@@ -35,10 +35,11 @@ import uvloop
 from bench.budgets import BUDGETS
 from bench.e2e.ablated_gateway import STAGES
 from bench.e2e.echo_server import Crypto
-from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop, wait_port
-from edgeward import _crypto_c
+from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop
 from edgeward.client import build_signed_request
-from tests.support.redis_server import RedisServer, free_port
+from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.native import _crypto_c
+from tests.support.redis_server import RedisServer
 
 PAYLOAD = b'{"n":42,"text":"' + b"x" * 120 + b'"}'
 _IN_PLACE_NAMES = {
@@ -85,8 +86,8 @@ def _run_gateway(
     command = ["-m", "edgeward", "serve"] if without is None else ["-m", "bench.e2e.ablated_gateway", without]
     proc = subprocess.Popen([sys.executable, *command], env=genv, cwd=ROOT, preexec_fn=on_server_core)
     try:
-        wait_port(ports["grpc"], proc, "gateway")
-        wait_port(ports["public"], proc, "gateway public listener")
+        wait_listening(ports["grpc"], proc, what="gateway")
+        wait_listening(ports["public"], proc, what="gateway public listener")
         return _loadgen(
             args, "gateway", f"127.0.0.1:{ports['grpc']}", proc.pid,
             public_url=f"http://127.0.0.1:{ports['public']}", backend_url=env["EDGEWARD_BACKEND_BASE_URL"],

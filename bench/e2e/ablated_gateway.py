@@ -23,12 +23,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from edgeward import cli, pipeline
-from edgeward.backend import BackendAnswer, BackendClient
-from edgeward.budgets import CommandBudgets
-from edgeward.grpc_service import GatewayService
-from edgeward.preauth_guard import PreAuthGuard
-from edgeward.replay import RedisReplayStore
+from edgeward import cli
+from edgeward.gateway import pipeline
+from edgeward.gateway.backend import BackendAnswer, BackendClient
+from edgeward.gateway.grpc_service import GatewayService
+from edgeward.gateway.replay import RedisReplayStore
+from edgeward.protection.budgets import CommandBudgets
+from edgeward.protection.preauth_guard import PreAuthGuard
 
 
 def _without_crypto() -> None:

@@ -3,7 +3,7 @@
 It registers the gateway's method name with raw bytes (no protobuf (de)serialization, as the
 gateway does) and answers each request with its own bytes: what gRPC, HTTP/2 and asyncio cost
 per call before any gateway logic. With ``--legs`` it also makes, per call, the gateway's two
-I/O legs with the gateway's own clients (a Redis ``SET NX PX`` through ``edgeward.resp`` and a
+I/O legs with the gateway's own clients (a Redis ``SET NX PX`` through ``edgeward.io.resp`` and a
 backend ``POST /api/v1/user/echo`` through ``BackendClient``) and nothing else: what those legs
 cost in place, which the stage measurements in isolation cannot show. With ``--crypto`` it also
 verifies one request-sized Ed25519 signature before the legs and signs once after them, as the
@@ -21,10 +21,10 @@ import signal
 import grpc
 import uvloop
 
-from edgeward import _crypto_c
-from edgeward.backend import BackendClient, CommandContext
-from edgeward.resp import RespConnection
-from edgeward.routes import DEFAULT_ROUTES
+from edgeward.gateway.backend import BackendClient, CommandContext
+from edgeward.gateway.routes import DEFAULT_ROUTES
+from edgeward.io.resp import RespConnection
+from edgeward.native import _crypto_c
 
 _CONTEXT = CommandContext("usr_echo", "dsn_echo", "req_echo", "user.echo", "")
 

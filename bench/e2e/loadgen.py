@@ -20,7 +20,7 @@ import uvloop
 
 from edgeward._pb import gateway_pb2
 from edgeward.client import build_signed_request, login_with_stub_mailbox, verify_response
-from edgeward.crypto import Signer
+from edgeward.native.crypto import Signer
 
 EXECUTE = "/edgeward.v1.EdgeGateway/ExecuteCommand"
 PAYLOAD = orjson.dumps({"text": "x" * 120, "n": 42})

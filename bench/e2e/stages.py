@@ -13,16 +13,16 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from edgeward.backend import BackendClient, CommandContext
-from edgeward.budgets import CommandBudgets, Limit
 from edgeward.clock import now_ms
-from edgeward.crypto import Signer, digest_equals, verify
-from edgeward.envelope import decode_request, encode_response
-from edgeward.metrics import GatewayMetrics
-from edgeward.replay import RedisReplayStore
-from edgeward.routes import DEFAULT_ROUTES
-from edgeward.session_cache import SessionCache
-from edgeward.session_record import SessionRecord
+from edgeward.gateway.backend import BackendClient, CommandContext
+from edgeward.gateway.metrics import GatewayMetrics
+from edgeward.gateway.replay import RedisReplayStore
+from edgeward.gateway.routes import DEFAULT_ROUTES
+from edgeward.gateway.session_cache import SessionCache
+from edgeward.native.crypto import Signer, digest_equals, verify
+from edgeward.native.envelope import decode_request, encode_response
+from edgeward.native.session_record import SessionRecord
+from edgeward.protection.budgets import CommandBudgets, Limit
 
 __all__ = ("measure_stages",)
 

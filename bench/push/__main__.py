@@ -24,9 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop, wait_port
-from edgeward import _crypto_c
-from tests.support.redis_server import free_port
+from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
+from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.native import _crypto_c
 
 
 def main() -> int:
@@ -59,8 +59,8 @@ def main() -> int:
         gateway = subprocess.Popen(
             [sys.executable, "-m", "edgeward", "serve"], env=env, cwd=ROOT, preexec_fn=on_server_core
         )
-        wait_port(ports["grpc"], gateway, "gateway")
-        wait_port(ports["public"], gateway, "gateway public listener")
+        wait_listening(ports["grpc"], gateway, what="gateway")
+        wait_listening(ports["public"], gateway, what="gateway public listener")
         out = subprocess.run(
             [
                 sys.executable, "-m", "bench.push.client", "--target", f"127.0.0.1:{ports['grpc']}",

@@ -24,7 +24,7 @@ import uvloop
 from bench.e2e.loadgen import process_cpu_seconds
 from edgeward._pb import gateway_pb2
 from edgeward.client import SUBSCRIBE_MESSAGE_TYPE, build_signed_request, login_with_stub_mailbox, verify_event
-from edgeward.crypto import Signer
+from edgeward.native.crypto import Signer
 
 _SUBSCRIBE = "/edgeward.v1.EdgeGateway/SubscribeEvents"
 _STREAMS_PER_CHANNEL = 100

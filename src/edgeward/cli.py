@@ -1,8 +1,8 @@
 """The ``edgeward`` command: each subcommand lives with the module it runs.
 
-``serve`` runs a gateway; ``dev`` runs a local stack (see edgeward.dev); ``stub-backend`` the
+``serve`` runs a gateway; ``dev`` runs a local stack (see edgeward.devtools.dev); ``stub-backend`` the
 stub backend; ``doctor`` says which native modules are active; ``keygen``, ``pubkey``, ``call``
-and ``subscribe`` are client tools (edgeward.client_cli).
+and ``subscribe`` are client tools (edgeward.client.cli).
 A bad setting exits with status 2 and one line per bad value.
 """
 
@@ -12,10 +12,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from edgeward import __version__, client_cli, dev, doctor
-from edgeward.config import ConfigError, GatewaySettings, add_arguments, load
+from edgeward import __version__
+from edgeward.client import cli as client_cli
+from edgeward.config import ConfigError, add_arguments, load
+from edgeward.devtools import dev, doctor
+from edgeward.gateway.server import run_gateway
+from edgeward.gateway.settings import GatewaySettings
 from edgeward.runtime import configure_logging, run
-from edgeward.server import run_gateway
 from edgeward.stub import cli as stub_cli
 
 __all__ = ("build_parser", "main")

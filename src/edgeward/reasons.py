@@ -1,6 +1,8 @@
 """Stable rejection reason codes: the only source of the strings clients match on.
 
 Each reason carries the gRPC status code the contract assigns to it (docs/protocol.md §3).
+The backend's refusals have a stable form too (``{"error": {"code", "message"}}``, §5):
+``stable_error_code`` reads it, for the gateway's backend client and the public listener alike.
 A rejection anywhere in the gateway is a ``Rejection`` exception; the gRPC layer turns it into
 a status whose message is the reason code and whose details carry ``google.rpc.ErrorInfo``.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 import enum
 
 import grpc
+import orjson
 
-__all__ = ("Reason", "Rejection")
+__all__ = ("Reason", "Rejection", "stable_error_code")
 
 
 class Reason(enum.Enum):
@@ -62,3 +65,17 @@ class Rejection(Exception):
         self.detail = detail
         self.metadata = metadata or {}
         self.retry_after_ms = retry_after_ms
+
+
+def stable_error_code(body: bytes) -> str | None:
+    """The code of a stable JSON error ``{"error": {"code": ...}}``, or None when it is not one.
+
+    "ok" is not accepted as an error code: it would make a refusal look like success.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    error = document.get("error") if isinstance(document, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and code and code != "ok" else None

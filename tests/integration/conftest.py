@@ -17,9 +17,10 @@ import pytest
 import uvloop
 
 from edgeward.client import build_signed_request, error_from_rpc, login_with_stub_mailbox
-from edgeward.config import Address, GatewaySettings
-from edgeward.crypto import Signer
-from edgeward.server import Gateway
+from edgeward.config import Address
+from edgeward.gateway.server import Gateway
+from edgeward.gateway.settings import GatewaySettings
+from edgeward.native.crypto import Signer
 from edgeward.stub import StubBackend, StubSettings
 
 GATEWAY_SIGNER = Signer(bytes(range(32)))

@@ -18,7 +18,7 @@ import grpc
 
 from edgeward._pb import gateway_pb2
 from edgeward.client import Event, GatewayError, build_signed_request, error_from_rpc, verify_event
-from edgeward.server import Gateway
+from edgeward.gateway.server import Gateway
 from edgeward.stub import StubBackend
 from tests.integration.conftest import GATEWAY_SIGNER, Device
 

@@ -8,7 +8,7 @@ import aiohttp
 import grpc
 import pytest
 
-from edgeward.server import Gateway
+from edgeward.gateway.server import Gateway
 from edgeward.stub import StubBackend
 from tests.integration.conftest import Device, GatewayFactory, call, rejected
 from tests.integration.streams import Stream, eventually, post_event, push_connected, user_id

@@ -12,13 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.redis_server import free_port, listening
+from edgeward.devtools.ports import NotListening, free_port, is_listening, wait_listening
 
 EDGEWARD = [sys.executable, "-m", "edgeward"]
 _UP_TIMEOUT_S = 60.0
@@ -40,11 +39,11 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     log = (tmp_path / "dev.log").open("wb")
     proc = subprocess.Popen([*EDGEWARD, "dev"], cwd=tmp_path, env=env, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + _UP_TIMEOUT_S
-        while not (listening(ports["grpc"]) and (state / "gateway.pub").exists()):
-            assert proc.poll() is None, (tmp_path / "dev.log").read_text()
-            assert time.monotonic() < deadline, "edgeward dev did not come up:\n" + (tmp_path / "dev.log").read_text()
-            time.sleep(0.2)
+        try:
+            wait_listening(ports["grpc"], proc, what="edgeward dev's gateway", timeout_s=_UP_TIMEOUT_S)
+        except NotListening as exc:
+            pytest.fail(f"{exc}:\n" + (tmp_path / "dev.log").read_text())
+        assert (state / "gateway.pub").exists()  # written before the gateway starts
         yield env | {
             "EDGEWARD_GRPC_TARGET": f"127.0.0.1:{ports['grpc']}",
             "EDGEWARD_PUBLIC_URL": f"http://127.0.0.1:{ports['public']}",
@@ -57,7 +56,7 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         status = proc.wait(timeout=30)
         log.close()
     assert status == 0, (tmp_path / "dev.log").read_text()
-    assert not any(listening(port) for port in ports.values()), "a component outlived edgeward dev"
+    assert not any(is_listening(port) for port in ports.values()), "a component outlived edgeward dev"
 
 
 def _call(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,9 @@ import pytest
 
 from edgeward._pb import gateway_pb2
 from edgeward.client import error_from_rpc
-from edgeward.crypto import Signer
-from edgeward.limiter import Limit
-from edgeward.server import Gateway
+from edgeward.gateway.server import Gateway
+from edgeward.native.crypto import Signer
+from edgeward.protection.limiter import Limit
 from edgeward.stub import StubBackend
 from tests.integration.conftest import Device, GatewayFactory, call, login, rejected
 from tests.support.redis_server import RedisServer

@@ -14,11 +14,11 @@ import grpc
 import orjson
 
 from edgeward._pb import gateway_pb2
-from edgeward.budgets import Limit
 from edgeward.client import verify_response
 from edgeward.clock import now_ms
-from edgeward.crypto import Signer
-from edgeward.server import Gateway
+from edgeward.gateway.server import Gateway
+from edgeward.native.crypto import Signer
+from edgeward.protection.budgets import Limit
 from edgeward.stub import StubBackend
 from tests.integration.conftest import (
     GATEWAY_SIGNER,

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -21,9 +20,10 @@ import grpc
 import pytest
 
 from edgeward.client import GatewayError, error_from_rpc, login_with_stub_mailbox
-from edgeward.crypto import Signer
+from edgeward.devtools.ports import NotListening, free_port, wait_listening
+from edgeward.native.crypto import Signer
 from tests.integration.conftest import EXECUTE, Device
-from tests.support.redis_server import RedisServer, free_port, listening
+from tests.support.redis_server import RedisServer
 
 EDGEWARD = [sys.executable, "-m", "edgeward"]
 _UP_TIMEOUT_S = 60.0
@@ -44,12 +44,12 @@ class Processes:
 
     def waitlistening(self, ports: list[int]) -> None:
         """Until every port listens; fails (with the logs) when a process died or time ran out."""
-        deadline = time.monotonic() + _UP_TIMEOUT_S
-        while not all(map(listening, ports)):
-            for proc, log in self.procs:
-                assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "\n".join(log.read_text() for _, log in self.procs)
-            time.sleep(0.05)
+        procs = [proc for proc, _ in self.procs]
+        try:
+            for port in ports:
+                wait_listening(port, *procs, what=f"the listener on {port}", timeout_s=_UP_TIMEOUT_S)
+        except NotListening as exc:
+            pytest.fail(f"{exc}:\n" + "\n".join(log.read_text() for _, log in self.procs))
 
     def stop(self) -> None:
         for proc, _ in self.procs:

@@ -22,12 +22,12 @@ import grpc
 import pytest
 
 from edgeward.client import login_with_stub_mailbox
-from edgeward.crypto import Signer
-from edgeward.keys import save_signer
+from edgeward.devtools.ports import free_port
+from edgeward.native.crypto import Signer
+from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import Device
 from tests.integration.streams import Stream, eventually, spawn
-from tests.support.redis_server import free_port
 
 GRACE_MS = 10_000
 _START_S = 60.0

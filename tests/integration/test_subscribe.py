@@ -11,8 +11,8 @@ from __future__ import annotations
 import grpc
 
 from edgeward.clock import now_ms
-from edgeward.crypto import Signer
-from edgeward.server import Gateway
+from edgeward.gateway.server import Gateway
+from edgeward.native.crypto import Signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import Device, GatewayFactory, login, rejected
 from tests.integration.streams import (

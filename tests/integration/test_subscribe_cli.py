@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeward.crypto import Signer
-from edgeward.server import Gateway
+from edgeward.gateway.server import Gateway
+from edgeward.native.crypto import Signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import GATEWAY_SIGNER, Device
 from tests.integration.streams import WAIT_S, eventually, post_event, push_connected, revoke, spawn, user_id

@@ -14,23 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ("RedisServer", "free_port", "listening")
+from edgeward.devtools.ports import free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port`` now."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
+__all__ = ("RedisServer",)
 
 
 class RedisServer:

@@ -1,4 +1,4 @@
-"""The stub backend's settings, declared like the gateway's (edgeward.config).
+"""The stub backend's settings, declared like the gateway's (edgeward.config machinery).
 
 The listener variables are the ones ``edgeward dev`` sets, and ``EDGEWARD_REDIS_URL`` is shared
 with the gateway on purpose: in a local stack both sides then meet in the same Redis, the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from edgeward.config import Address, _int_in, _log_level, _redis_url, setting
+from edgeward.config import Address, int_in, parse_log_level, parse_redis_url, setting
 
 __all__ = ("StubSettings",)
 
@@ -23,19 +23,19 @@ class StubSettings:
 
     stub_http_addr: Address = setting(_HTTP_ADDR, Address.parse, "REST listener (HOST:PORT)")
     stub_grpc_addr: Address = setting(_GRPC_ADDR, Address.parse, "Push gRPC listener (HOST:PORT)")
-    redis_url: str | None = setting(None, _redis_url, "Redis for the session projection; unset: none")
-    stub_challenge_ttl_ms: int = setting(600_000, _int_in(1_000, 86_400_000), "lifetime of an e-mail code")
+    redis_url: str | None = setting(None, parse_redis_url, "Redis for the session projection; unset: none")
+    stub_challenge_ttl_ms: int = setting(600_000, int_in(1_000, 86_400_000), "lifetime of an e-mail code")
     stub_max_challenges: int = setting(
-        100_000, _int_in(1, 10_000_000), "pending e-mail codes kept (and mailboxes); the oldest go first"
+        100_000, int_in(1, 10_000_000), "pending e-mail codes kept (and mailboxes); the oldest go first"
     )
     stub_max_sessions: int = setting(
-        1_000_000, _int_in(1, 100_000_000), "device sessions kept; the oldest are forgotten first"
+        1_000_000, int_in(1, 100_000_000), "device sessions kept; the oldest are forgotten first"
     )
     stub_max_users: int = setting(
-        1_000_000, _int_in(1, 100_000_000), "users and profiles kept; the oldest are forgotten first"
+        1_000_000, int_in(1, 100_000_000), "users and profiles kept; the oldest are forgotten first"
     )
     stub_push_queue_size: int = setting(
-        10_000, _int_in(1, 10_000_000), "events queued per push stream before it is ended as too slow"
+        10_000, int_in(1, 10_000_000), "events queued per push stream before it is ended as too slow"
     )
-    stub_max_body_bytes: int = setting(1_048_576, _int_in(1_024, 64 * 1_048_576), "largest HTTP request body")
-    log_level: str = setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    stub_max_body_bytes: int = setting(1_048_576, int_in(1_024, 64 * 1_048_576), "largest HTTP request body")
+    log_level: str = setting("INFO", parse_log_level, "DEBUG, INFO, WARNING or ERROR")

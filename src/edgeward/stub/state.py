@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any, TypeVar
 
 from edgeward.clock import monotonic_ms, now_ms
-from edgeward.crypto import decode_public_key, digest_equals
+from edgeward.native.crypto import decode_public_key, digest_equals
 from edgeward.stub.errors import ApiError
 
 __all__ = ("MAX_WRONG_CODES", "Challenge", "Session", "StubState", "User", "normalize_email")

@@ -1,0 +1,1 @@
+"""Developer commands: ``edgeward dev`` (a local stack), ``edgeward doctor``, and waiting for ports."""

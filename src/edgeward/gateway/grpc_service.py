@@ -1,0 +1,153 @@
+"""The EdgeGateway gRPC service: a thin layer over the pipeline.
+
+Handlers are registered with raw bytes (no protobuf deserializer): the envelope codec decodes
+the request itself, so an undecodable message is answered with our ``invalid_envelope`` and the
+native codec can take the bytes directly. A ``Rejection`` becomes the contract's status; an
+unexpected exception is logged and answered INTERNAL ``internal_error`` without details of it.
+
+SubscribeEvents writes with ``context.write`` rather than yielding from a generator, so the hub
+can interrupt a write that a stalled client blocks; its final status is set on the context and
+the handler returns, which works even while such a write is still pending in gRPC (the client
+reads the status after whatever was already sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from prometheus_client import Counter
+
+from edgeward.gateway.metrics import GatewayMetrics
+from edgeward.gateway.pipeline import CommandExecutor, SubscriptionOpener
+from edgeward.reasons import Reason, Rejection
+from edgeward.rpc_errors import trailers_for
+
+__all__ = ("SERVICE_NAME", "GatewayService", "client_ip")
+
+SERVICE_NAME = "edgeward.v1.EdgeGateway"
+_MAX_RESULT_CODES = 64
+log = logging.getLogger(__name__)
+
+
+def client_ip(peer: str) -> str:
+    """The address part of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``, ``unix:...``)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return peer
+
+
+def _end_with(context: grpc.aio.ServicerContext[bytes, bytes], rejection: Rejection) -> None:
+    """Set the contract's status for ``rejection``; gRPC sends it when the handler returns."""
+    context.set_code(rejection.reason.code)
+    context.set_details(rejection.reason.wire)
+    context.set_trailing_metadata(trailers_for(rejection))
+
+
+class GatewayService:
+    def __init__(
+        self, commands: CommandExecutor, subscriptions: SubscriptionOpener, metrics: GatewayMetrics
+    ) -> None:
+        self._commands = commands
+        self._subscriptions = subscriptions
+        self._metrics = metrics
+        self.accepting = True  # False while draining: new calls get shutting_down
+        # Children bound once: a labels() lookup per request costs more than the increment.
+        self._ok = metrics.requests.labels("ExecuteCommand", "ok")
+        self._duration = metrics.duration.labels("ExecuteCommand")
+        self._subscribe_duration = metrics.duration.labels("SubscribeEvents")
+        self._results: dict[str, Counter] = {}
+
+    def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "ExecuteCommand": grpc.unary_unary_rpc_method_handler(self.execute_command),
+                "SubscribeEvents": grpc.unary_stream_rpc_method_handler(self.subscribe_events),
+            },
+        )
+
+    async def execute_command(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        started = time.perf_counter()
+        try:
+            if not self.accepting:
+                raise Rejection(Reason.SHUTTING_DOWN)
+            response, result_code = await self._commands.execute(request, client_ip(context.peer()))
+        except Rejection as rejection:
+            # Counted before abort(), which answers the client at once: a client that has its
+            # answer can rely on the metrics saying so.
+            self._count(self._metrics.requests.labels("ExecuteCommand", rejection.reason.wire), started)
+            await context.abort(
+                rejection.reason.code, rejection.reason.wire, trailing_metadata=trailers_for(rejection)
+            )
+        except Exception:
+            self._count(self._metrics.requests.labels("ExecuteCommand", "internal_error"), started)
+            log.exception("ExecuteCommand failed unexpectedly")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal_error")
+        except asyncio.CancelledError:  # the client went away (or the server is stopping)
+            self._count(self._metrics.requests.labels("ExecuteCommand", "cancelled"), started)
+            raise
+        self._result_counter(result_code).inc()
+        self._count(self._ok, started)
+        return response
+
+    def _count(self, outcome: Counter, started: float) -> None:
+        outcome.inc()
+        self._duration.observe(time.perf_counter() - started)
+
+    async def subscribe_events(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        """Open the stream (verification, registration), then write events until the hub ends it.
+
+        The request counter and duration cover the opening only: ``ok`` means a registered stream.
+        """
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if not self.accepting:
+                raise Rejection(Reason.SHUTTING_DOWN)
+            subscriber, greeting = await self._subscriptions.open(request, client_ip(context.peer()))
+        except Rejection as rejection:
+            outcome = rejection.reason.wire
+            _end_with(context, rejection)
+            return
+        except Exception:
+            outcome = "internal_error"
+            log.exception("SubscribeEvents failed unexpectedly")
+            context.set_code(grpc.StatusCode.INTERNAL)
+            context.set_details("internal_error")
+            return
+        except asyncio.CancelledError:  # the client left while the subscription was being verified
+            outcome = "cancelled"
+            raise
+        finally:
+            self._metrics.requests.labels("SubscribeEvents", outcome).inc()
+            self._subscribe_duration.observe(time.perf_counter() - started)
+        try:
+            # Headers go out on their own first: grpc.aio marks them sent only when a write
+            # completes, so after the hub interrupted the first write (a stalled client, or
+            # shutdown) the final status would carry them again and gRPC would refuse the batch
+            # (TOO_MANY_OPERATIONS), leaving the stream open until the server's grace ran out.
+            await context.send_initial_metadata(())
+            await subscriber.pump(context.write, greeting)
+        except Rejection as rejection:
+            _end_with(context, rejection)
+        finally:  # a failed write (the client is gone) propagates: gRPC knows whether to log it
+            subscriber.close()
+
+    def _result_counter(self, result_code: str) -> Counter:
+        """The backend-result counter child; past ``_MAX_RESULT_CODES`` codes, new ones count as "other".
+
+        Result codes come from the backend, so their number is bounded here, not trusted.
+        """
+        counter = self._results.get(result_code)
+        if counter is None:
+            label = result_code if len(self._results) < _MAX_RESULT_CODES else "other"
+            counter = self._metrics.backend_results.labels(label)
+            if label != "other":
+                self._results[result_code] = counter
+        return counter

@@ -1,0 +1,115 @@
+"""Prometheus metrics of one gateway instance.
+
+Each Gateway gets its own registry (several can run in one process, as in tests); the admin
+listener serves it at /metrics. Labels are bounded: rpc names and stable reason codes only.
+
+Push metrics are read at scrape time from the hub's and the dispatcher's plain int counters
+(``watch_push``), so delivering an event costs no metric update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgeward.native import loader
+
+if TYPE_CHECKING:
+    from edgeward.push.dispatcher import PushDispatcher
+    from edgeward.push.hub import PushHub
+
+__all__ = ("GatewayMetrics",)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "edgeward_requests",
+            "Requests by RPC and outcome: 'ok' (a signed response) or the rejection reason code.",
+            ("rpc", "outcome"),
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "edgeward_request_duration_seconds",
+            "Time from request bytes to response bytes, rejections included.",
+            ("rpc",),
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.backend_results = Counter(
+            "edgeward_backend_results",
+            "Forwarded commands by the backend's result code ('ok' or its stable error code).",
+            ("result_code",),
+            registry=self.registry,
+        )
+        self.session_fetches = Gauge(
+            "edgeward_session_backend_fetches",
+            "Session lookups that went to the backend since start (cache misses after single flight).",
+            registry=self.registry,
+        )
+        self.native = Gauge(
+            "edgeward_native_active",
+            "1 when the concern runs its native (Cython) twin, 0 when its pure-Python twin.",
+            ("concern",),
+            registry=self.registry,
+        )
+        for concern, kind in loader.load_all().items():
+            self.native.labels(concern).set(1 if kind == "c" else 0)
+        self.sessions_cached = Gauge(
+            "edgeward_sessions_cached", "Device session records held in the cache.", registry=self.registry
+        )
+
+    def watch_push(self, hub: PushHub, dispatcher: PushDispatcher) -> None:
+        """Export the push hub's and the dispatcher's counters."""
+        self.registry.register(_PushCollector(hub, dispatcher))
+
+
+class _PushCollector(Collector):
+    def __init__(self, hub: PushHub, dispatcher: PushDispatcher) -> None:
+        self._hub = hub
+        self._dispatcher = dispatcher
+
+    def collect(self) -> Iterator[Metric]:
+        stats, dispatcher = self._hub.stats, self._dispatcher
+        yield GaugeMetricFamily("edgeward_streams_open", "Open SubscribeEvents streams.", value=len(self._hub))
+        ended = CounterMetricFamily(
+            "edgeward_streams_ended",
+            "SubscribeEvents streams ended, by reason ('cancelled': by the client).",
+            labels=("reason",),
+        )
+        for reason, count in sorted(stats.streams_ended.items()):
+            ended.add_metric((reason,), count)
+        yield ended
+        yield CounterMetricFamily(
+            "edgeward_slow_consumers", "Streams ended because their queue was full.",
+            value=stats.streams_ended["slow_consumer"],
+        )
+        yield CounterMetricFamily(
+            "edgeward_events_published", "Client events received from the backend push stream.",
+            value=stats.events_published,
+        )
+        yield CounterMetricFamily(
+            "edgeward_events_signed", "Client events that reached a stream (each signed once).",
+            value=stats.events_signed,
+        )
+        yield CounterMetricFamily(
+            "edgeward_events_delivered", "Events written to streams (one per stream), server_time included.",
+            value=stats.events_delivered,
+        )
+        yield GaugeMetricFamily(
+            "edgeward_push_connected", "1 while the backend push stream is established.",
+            value=1 if dispatcher.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "edgeward_push_reconnects", "Backend push streams established again after a loss.",
+            value=dispatcher.reconnects,
+        )
+        yield CounterMetricFamily(
+            "edgeward_push_invalidations", "Session invalidations received and applied.",
+            value=dispatcher.invalidations,
+        )

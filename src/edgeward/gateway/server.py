@@ -1,0 +1,220 @@
+"""Assembles a gateway from its settings and runs it: start and stop ordering live here.
+
+Start: backend client, replay store, the listeners (gRPC, public HTTP, admin), then the backend
+push dispatcher.
+Stop (docs/push.md): readiness goes false and new calls get ``shutting_down``; the push hub
+closes, so every open stream ends with ``shutting_down`` rather than holding the grace period;
+the gRPC server stops with a grace period for calls in flight; then the HTTP listeners; then the
+clients: push dispatcher, session cache, backend client and replay store, so nothing in flight
+loses its dependencies (invalidations keep arriving while commands finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from aiohttp import web
+
+from edgeward.config import Address
+from edgeward.gateway.admin import make_admin_app
+from edgeward.gateway.backend import BackendClient
+from edgeward.gateway.edge_protection import EdgeProtection
+from edgeward.gateway.grpc_service import GatewayService
+from edgeward.gateway.metrics import GatewayMetrics
+from edgeward.gateway.pipeline import CommandExecutor, RequestVerifier, SubscriptionOpener
+from edgeward.gateway.replay import open_replay_store
+from edgeward.gateway.routes import load_route_table
+from edgeward.gateway.session_cache import SessionCache
+from edgeward.gateway.settings import GatewaySettings
+from edgeward.native.crypto import Signer
+from edgeward.native.keys import load_signer
+from edgeward.public.listener import make_public_app
+from edgeward.push.dispatcher import Backoff, PushDispatcher
+from edgeward.push.hub import PushHub
+
+__all__ = ("Gateway", "run_gateway")
+
+log = logging.getLogger(__name__)
+
+# The largest envelope (ids, hash, trace id, signature, tags) is well under this; a message
+# larger than payload limit + overhead is refused by gRPC itself with RESOURCE_EXHAUSTED.
+_ENVELOPE_OVERHEAD_BYTES = 4096
+
+
+def _grpc_options(settings: GatewaySettings) -> list[tuple[str, int]]:
+    """Server options; the keepalive ones keep long-lived streams alive behind load balancers."""
+    return [
+        ("grpc.so_reuseport", 0),  # a port already in use is an error, not a shared listener
+        ("grpc.max_receive_message_length", settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES),
+        # Pings on idle connections: a load balancer or NAT sees traffic before its idle timeout,
+        # and a client that vanished is noticed (its streams end, its caps are freed).
+        ("grpc.keepalive_time_ms", settings.grpc_keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(settings.grpc_keepalive_permit_without_calls)),
+        # Quiet streams carry no data for long stretches: keep pinging them (gRPC stops after two).
+        ("grpc.http2.max_pings_without_data", 0),
+        # Client pings more frequent than this are "strikes"; two of them and the connection gets
+        # GOAWAY too_many_pings (gRPC's default of 5 minutes would refuse mobile keepalives).
+        ("grpc.http2.min_ping_interval_without_data_ms", settings.grpc_min_ping_interval_ms),
+    ]
+
+
+def _signer_from(settings: GatewaySettings) -> Signer:
+    if settings.signing_key_file:
+        return load_signer(settings.signing_key_file)
+    signer = Signer.generate()
+    log.warning(
+        "EDGEWARD_SIGNING_KEY_FILE is not set: signing with an ephemeral key (public key %s); "
+        "clients cannot verify responses across restarts",
+        signer.public_key_b64,
+    )
+    return signer
+
+
+class Gateway:
+    """One gateway instance. Ports given as 0 are bound to free ports, readable after start()."""
+
+    def __init__(
+        self, settings: GatewaySettings, signer: Signer | None = None, limiter_clock: Callable[[], float] | None = None
+    ) -> None:
+        """``limiter_clock`` (ms) drives every rate limit instead of the real clocks; for tests."""
+        self.settings = settings
+        self.signer = signer or _signer_from(settings)
+        self.metrics = GatewayMetrics()
+        self.routes = load_route_table(settings.routes_file)
+        self.backend = BackendClient(settings.backend_base_url, settings.backend_timeout_ms)
+        self.replay = open_replay_store(settings.redis_url, settings.replay_memory_max_entries)
+        self.sessions = SessionCache(
+            self.backend.get_session,
+            max_entries=settings.session_cache_size,
+            ttl_ms=settings.session_cache_ttl_ms,
+            negative_ttl_ms=settings.session_negative_ttl_ms,
+        )
+        self.protection = EdgeProtection(settings, self.routes, limiter_clock)  # docs/edge-protection.md
+        verifier = RequestVerifier(
+            self.sessions,
+            self.replay,
+            self.protection.budgets,
+            max_payload_bytes=settings.max_payload_bytes,
+            freshness_window_ms=settings.freshness_window_ms,
+            guard=self.protection.guard,
+        )
+        self.protection.register_metrics(self.metrics.registry, verifier)
+        self.hub = PushHub(
+            self.signer,
+            queue_size=settings.stream_queue_size,
+            max_per_session=settings.max_streams_per_session,
+            max_per_user=settings.max_streams_per_user,
+        )
+        self.dispatcher = PushDispatcher(
+            str(settings.backend_push_addr),
+            self.hub,
+            self.sessions,
+            Backoff(settings.push_reconnect_initial_ms, settings.push_reconnect_max_ms),
+            keepalive_ms=settings.backend_push_keepalive_ms,
+            keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
+        )
+        self.metrics.watch_push(self.hub, self.dispatcher)
+        self.service = GatewayService(
+            CommandExecutor(verifier, self.routes, self.backend, self.signer),
+            SubscriptionOpener(verifier, self.hub, self.signer),
+            self.metrics,
+        )
+        self._grpc: grpc.aio.Server | None = None
+        self._runners: list[web.AppRunner] = []
+        self.grpc_port = 0
+        self.public_http_port = 0
+        self.admin_http_port = 0
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
+        await self.backend.start()
+        self._grpc = grpc.aio.server(options=_grpc_options(self.settings))
+        self._grpc.add_generic_rpc_handlers((self.service.handler(),))
+        self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
+        await self._grpc.start()
+        public = make_public_app(
+            self.backend,
+            max_body_bytes=self.settings.public_max_body_bytes,
+            limits=self.protection.public_limits,
+            trusted_proxies=self.protection.trusted_proxies,
+            refused=self.protection.public_refused,
+        )
+        self.public_http_port = await self._serve_http(public, self.settings.public_http_addr)
+        admin = make_admin_app(self.metrics, self._readiness, lambda: {"push": self.dispatcher.status()})
+        self.admin_http_port = await self._serve_http(admin, self.settings.admin_http_addr)
+        self.dispatcher.start()
+        log.info(
+            "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
+            self.settings.grpc_addr.host, self.grpc_port,
+            self.settings.public_http_addr.host, self.public_http_port,
+            self.settings.admin_http_addr.host, self.admin_http_port,
+            "redis" if self.settings.redis_url else "in-memory",
+        )
+
+    def begin_drain(self) -> None:
+        """Report not ready and answer new calls with shutting_down; calls in flight finish."""
+        self.service.accepting = False
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop in order; ``grace`` (seconds, default the shutdown_grace_ms setting) bounds calls in flight.
+
+        Safe to call twice, and after a failed start.
+        """
+        grace_s = self.settings.shutdown_grace_ms / 1000 if grace is None else grace
+        self.begin_drain()
+        ended = self.hub.close()  # before the graceful stop (§4): streams would hold the grace period
+        if ended:
+            log.info("ended %d open streams with shutting_down", ended)
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+            self._grpc = None
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await self.dispatcher.close()
+        await self.sessions.close()
+        await self.backend.close()
+        await self.replay.close()
+        await self.protection.close()
+
+    async def _serve_http(self, app: web.Application, addr: Address) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, addr.host, addr.port, reuse_port=False)
+        await site.start()
+        return int(runner.addresses[0][1])
+
+    async def _readiness(self) -> dict[str, bool]:
+        self.metrics.session_fetches.set(self.sessions.backend_fetches)
+        self.metrics.sessions_cached.set(len(self.sessions))
+        return {"accepting": self.service.accepting, "replay_store": await self.replay.ping()}
+
+
+async def run_gateway(settings: GatewaySettings) -> None:
+    """Run until SIGINT or SIGTERM, then stop in order."""
+    gateway = Gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping gateway: grace %d ms", settings.shutdown_grace_ms)
+        await gateway.stop()
+        log.info("gateway stopped")

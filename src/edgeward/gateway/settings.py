@@ -1,0 +1,127 @@
+"""The gateway's settings: one ``EDGEWARD_*`` variable (and CLI flag) per field.
+
+docs/configuration.md lists them with their defaults; ``edgeward.config`` is the machinery that
+reads and checks them, shared with the stub backend's settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edgeward.config import (
+    Address,
+    int_in,
+    parse_bool,
+    parse_log_level,
+    parse_redis_url,
+    parse_text,
+    parse_url,
+    setting,
+)
+from edgeward.protection.budgets import Limit, parse_limit
+from edgeward.protection.client_address import TrustedProxies
+from edgeward.protection.limiter import parse_failure_mode
+
+__all__ = ("GatewaySettings",)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """The gateway's settings; docs/configuration.md lists them with their defaults."""
+
+    grpc_addr: Address = setting(Address("127.0.0.1", 50051), Address.parse, "gRPC listener (HOST:PORT)")
+    public_http_addr: Address = setting(
+        Address("127.0.0.1", 8080), Address.parse, "public auth HTTP listener (HOST:PORT)"
+    )
+    admin_http_addr: Address = setting(
+        Address("127.0.0.1", 9090), Address.parse, "admin listener: /healthz, /readyz, /metrics"
+    )
+    backend_base_url: str = setting("http://127.0.0.1:8700", parse_url, "backend REST base URL")
+    backend_push_addr: Address = setting(
+        Address("127.0.0.1", 8701), Address.parse, "backend Push gRPC address (HOST:PORT)"
+    )
+    redis_url: str | None = setting(None, parse_redis_url, "Redis for the replay store; unset: embedded in-memory")
+    signing_key_file: str | None = setting(
+        None, parse_text, "gateway Ed25519 seed file (base64); unset: an ephemeral key, with a warning"
+    )
+    freshness_window_ms: int = setting(300_000, int_in(1_000, 3_600_000), "accepted client clock skew")
+    routes_file: str | None = setting(None, parse_text, "JSON route table; unset: the built-in routes")
+    backend_timeout_ms: int = setting(5_000, int_in(10, 600_000), "timeout of one backend call")
+    max_payload_bytes: int = setting(65_536, int_in(0, 16 * 1024 * 1024), "largest payload_bytes accepted")
+    session_cache_size: int = setting(100_000, int_in(1, 100_000_000), "device sessions kept in memory")
+    session_cache_ttl_ms: int = setting(60_000, int_in(100, 86_400_000), "how long a session record is trusted")
+    session_negative_ttl_ms: int = setting(5_000, int_in(0, 3_600_000), "how long an unknown id is remembered")
+    replay_memory_max_entries: int = setting(
+        1_000_000, int_in(1, 100_000_000), "capacity of the embedded replay store"
+    )
+    budget_ip: Limit | None = setting(Limit(200, 400), parse_limit, "commands per client IP: RATE:BURST or off")
+    budget_session: Limit | None = setting(Limit(50, 100), parse_limit, "commands per device session")
+    budget_user: Limit | None = setting(Limit(100, 200), parse_limit, "commands per user, all devices")
+    budget_message_type: Limit | None = setting(
+        Limit(50, 100), parse_limit, "commands per (user, message type)"
+    )
+    # Edge protection (docs/edge-protection.md): public auth limits, pre-auth guard, limiter back-end.
+    trusted_proxies: TrustedProxies = setting(
+        TrustedProxies(), TrustedProxies.parse, "CIDRs whose X-Forwarded-For is believed (public listener); none"
+    )
+    limit_ipv6_prefix: int = setting(64, int_in(32, 128), "per-IP limits count an IPv6 client by this prefix")
+    public_limit_ip: Limit | None = setting(
+        Limit(0.5, 30), parse_limit, "public auth requests per client IP and route: RATE[/s|/m|/h]:BURST or off"
+    )
+    public_limit_email: Limit | None = setting(Limit(6 / 3600, 5), parse_limit, "send-email-code per e-mail address")
+    public_limit_challenge: Limit | None = setting(
+        Limit(1 / 3600, 5), parse_limit, "confirm-email-code attempts per challenge"
+    )
+    preauth_failure_limit: Limit | None = setting(
+        Limit(10 / 60, 20), parse_limit, "authentication failures per client IP before its cool-down"
+    )
+    preauth_cooldown_ms: int = setting(
+        60_000, int_in(1_000, 86_400_000), "how long an IP over its failure limit is refused"
+    )
+    limiter_redis_url: str | None = setting(
+        None, parse_redis_url, "Redis shared by all instances' limits; unset: in-process"
+    )
+    limiter_redis_timeout_ms: int = setting(200, int_in(10, 10_000), "connect and reply timeout of the Redis limiter")
+    limiter_redis_retry_ms: int = setting(
+        1_000, int_in(0, 600_000), "after a Redis limiter failure, how long the failure mode decides alone"
+    )
+    limiter_on_redis_error: str = setting(
+        "open", parse_failure_mode, "command budgets and pre-auth guard without Redis: open, closed or local"
+    )
+    public_limiter_on_redis_error: str = setting(
+        "local", parse_failure_mode, "public auth limits without Redis: open, closed or local"
+    )
+    public_max_body_bytes: int = setting(8_192, int_in(64, 1_048_576), "largest public auth request body")
+    # Push (docs/push.md): SubscribeEvents streams, keepalive, shutdown, the backend push stream.
+    stream_queue_size: int = setting(
+        256, int_in(1, 1_000_000), "events queued per SubscribeEvents stream before it ends as slow_consumer"
+    )
+    max_streams_per_session: int = setting(
+        4, int_in(1, 1_000), "concurrent SubscribeEvents streams per device session"
+    )
+    max_streams_per_user: int = setting(32, int_in(1, 100_000), "concurrent SubscribeEvents streams per user")
+    grpc_keepalive_time_ms: int = setting(
+        30_000, int_in(1_000, 7_200_000), "the gateway pings a client connection idle this long"
+    )
+    grpc_keepalive_timeout_ms: int = setting(
+        10_000, int_in(1_000, 600_000), "a connection whose ping is not answered within this is closed"
+    )
+    grpc_keepalive_permit_without_calls: bool = setting(
+        True, parse_bool, "keepalive pings (both ways) also on connections with no call open"
+    )
+    grpc_min_ping_interval_ms: int = setting(
+        10_000, int_in(1_000, 3_600_000), "shortest client ping interval accepted before GOAWAY too_many_pings"
+    )
+    shutdown_grace_ms: int = setting(
+        5_000, int_in(0, 600_000), "on SIGTERM, how long calls in flight may finish before they are cancelled"
+    )
+    push_reconnect_initial_ms: int = setting(
+        250, int_in(10, 60_000), "first delay before reconnecting the backend push stream"
+    )
+    push_reconnect_max_ms: int = setting(
+        10_000, int_in(10, 600_000), "cap of the push reconnection delay (doubles per failure, jittered)"
+    )
+    backend_push_keepalive_ms: int = setting(
+        300_000, int_in(10_000, 7_200_000), "ping the backend push connection when idle this long"
+    )
+    log_level: str = setting("INFO", parse_log_level, "DEBUG, INFO, WARNING or ERROR")

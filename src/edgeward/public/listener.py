@@ -1,0 +1,160 @@
+"""The public auth listener: a checking proxy for the backend's e-mail sign-in endpoints.
+
+Only two routes exist (``PUBLIC_ROUTES``). A request is checked before it costs the backend
+anything, in this order (docs/edge-protection.md):
+
+1. the client address is resolved (``edgeward.protection.client_address``; X-Forwarded-For only from
+   trusted proxies) and charged to its per-IP limit (429 ``rate_limited``);
+2. JSON content type (415), a bounded body (413; never read past ``max_body_bytes``), then the
+   route's exact fields and their syntax (400 ``invalid_request`` naming the field:
+   ``edgeward.public.checks``);
+3. the per-e-mail or per-challenge limit (429 ``rate_limited``: ``edgeward.public.limits``).
+
+The backend's answer is passed through as is when it has one of the contract's forms (a JSON
+object on 2xx, a stable error on 4xx); anything else, or no answer, becomes
+``backend_unavailable`` (503) or ``backend_timeout`` (504), so a client only ever sees
+``{"error": {"code", "message"}}`` errors from this listener.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from typing import Protocol
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from edgeward.protection.client_address import TrustedProxies, client_address
+from edgeward.public.checks import PUBLIC_ROUTES, PublicError, PublicRoute, check_body
+from edgeward.public.limits import PublicLimits
+from edgeward.reasons import Reason, Rejection, stable_error_code
+
+__all__ = ("PUBLIC_ROUTES", "PublicBackend", "PublicRoute", "make_public_app")
+
+log = logging.getLogger(__name__)
+
+class PublicBackend(Protocol):
+    """What the listener needs of the backend (the gateway's ``BackendClient`` is one)."""
+
+    async def post_public(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        """POST ``body`` to ``path``; the answer's status and body, or ``Rejection`` (backend_timeout or
+        backend_unavailable) when there is none."""
+        ...
+
+
+# aiohttp's own 404 and 405 are text; these become the listener's JSON error form.
+_ROUTING_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _json(status: int, body: bytes) -> web.Response:
+    resp = web.Response(status=status, body=body, content_type="application/json")
+    resp.headers["Cache-Control"] = "no-store"  # answers carry sign-in secrets
+    return resp
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return _json(status, orjson.dumps({"error": {"code": code, "message": message}}))
+
+
+def _refusal(error: PublicError) -> web.Response:
+    resp = _error(error.status, error.code, error.message)
+    if error.retry_after_s is not None:
+        resp.headers["Retry-After"] = str(error.retry_after_s)
+    if error.close:
+        resp.force_close()
+    return resp
+
+
+@web.middleware
+async def _json_routing_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        code = _ROUTING_ERRORS.get(exc.status)
+        if code is None:
+            raise
+        resp = _error(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The body; ``PublicError`` 413 when it is over ``limit`` (at most ``limit + 1`` bytes are read)."""
+    too_large = PublicError(413, "request_too_large", f"the body is over {limit} bytes", close=True)
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _pass_through(status: int, body: bytes) -> bool:
+    """Whether an answer has a contract form: a JSON object on 2xx, a stable JSON error on 4xx."""
+    if 400 <= status < 500:
+        return stable_error_code(body) is not None
+    if not 200 <= status < 300:
+        return False
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def make_public_app(
+    backend: PublicBackend,
+    *,
+    max_body_bytes: int,
+    limits: PublicLimits | None = None,
+    trusted_proxies: TrustedProxies | None = None,
+    refused: Counter[str] | None = None,
+) -> web.Application:
+    """The public listener's application; ``backend`` must be started by the caller.
+
+    Without ``limits`` nothing is rate limited; without ``trusted_proxies`` the client address
+    is always the peer. ``refused`` counts the gateway's own refusals by error code (metrics).
+    """
+    public_limits = limits or PublicLimits()
+    trusted = trusted_proxies or TrustedProxies()
+    refusals = Counter[str]() if refused is None else refused
+
+    def proxy(route: PublicRoute) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            client_ip = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), trusted)
+            try:
+                await public_limits.admit_ip(route.name, client_ip)
+                if request.content_type != "application/json":
+                    raise PublicError(415, "unsupported_media_type", "Content-Type must be application/json")
+                body = await _read_bounded(request, max_body_bytes)
+                classified = check_body(route, body, client_ip)
+                await public_limits.admit(classified)
+            except PublicError as error:
+                refusals[error.code] += 1
+                return _refusal(error)
+            # The backend learns the client address as resolved here, never a client's own claim.
+            headers = {"Content-Type": "application/json", "X-Forwarded-For": client_ip}
+            try:
+                status, answer = await backend.post_public(route.path, body, headers)
+            except Rejection as rejection:
+                if rejection.reason is Reason.BACKEND_TIMEOUT:
+                    return _error(504, "backend_timeout", "the backend did not answer in time")
+                return _error(503, "backend_unavailable", "the backend is unavailable")
+            if not _pass_through(status, answer):
+                log.warning(
+                    "backend_unavailable: public %s: HTTP %d without a contract answer", route.path, status
+                )
+                return _error(503, "backend_unavailable", "the backend is unavailable")
+            return _json(status, answer)
+
+        return handle
+
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_json_routing_errors])
+    for route in PUBLIC_ROUTES:
+        app.router.add_post(route.path, proxy(route))
+    return app

@@ -1,0 +1,1 @@
+"""SubscribeEvents fan-out: the push hub (``hub``) and the backend push stream's follower (``dispatcher``)."""
