@@ -98,7 +98,8 @@ class StubClient:
         answer = await self.ok(
             "POST", CONFIRM, {"challenge_id": challenge_id, "code": code, "client_public_key": signer.public_key_b64}
         )
-        return Login(email, answer["device_session_id"], answer["user_id"], signer)
+        device_session_id = answer["device_session_id"]  # the contract's answer names no user: read it
+        return Login(email, device_session_id, (await self.session(device_session_id))["user_id"], signer)
 
     async def session(self, device_session_id: str) -> dict[str, Any]:
         answer = await self.ok("GET", f"{SESSIONS}/{device_session_id}")
@@ -106,9 +107,10 @@ class StubClient:
         return session
 
     async def revoke(self, device_session_id: str, body: Any = None) -> dict[str, Any]:
+        """Revoke, then read the session back (the revoke answer carries only an outcome)."""
         answer = await self.ok("POST", f"{SESSIONS}/{device_session_id}/revoke", body)
-        session: dict[str, Any] = answer["session"]
-        return session
+        assert answer["outcome"] == "revoked", answer
+        return await self.session(device_session_id)
 
 
 @contextlib.asynccontextmanager
@@ -156,8 +158,8 @@ async def test_email_login_gives_a_device_session(stub: StubClient) -> None:
     )
     assert isinstance(answer["device_session_id"], str)
     assert answer["device_session_id"]
-    assert isinstance(answer["user_id"], str)
-    assert answer["user_id"]
+    session = await stub.session(answer["device_session_id"])
+    assert session["client_public_key"] == signer.public_key_b64
 
 
 async def test_session_read_has_the_contract_shape(stub: StubClient) -> None:
@@ -169,6 +171,7 @@ async def test_session_read_has_the_contract_shape(stub: StubClient) -> None:
     assert session["status"] == "active"
     assert session["client_public_key"] == login.signer.public_key_b64
     assert base64.b64decode(session["client_public_key"], validate=True) == login.signer.public_key
+    assert session["created_at"].endswith("Z")  # RFC 3339 UTC (tests/test_stub_contract_examples.py)
     created = datetime.datetime.fromisoformat(session["created_at"])
     assert created.utcoffset() == datetime.timedelta(0)
     record = parse_session(session)  # what the gateway makes of it
@@ -303,20 +306,17 @@ async def test_unknown_session_is_404_session_not_found(stub: StubClient) -> Non
 async def test_revoke_marks_only_that_session_revoked(stub: StubClient) -> None:
     login = await stub.login()
     sibling = await stub.login()
-    revoked = await stub.revoke(login.device_session_id, {"reason_code": "lost_device", "actor": "ops@example.com"})
-    assert revoked["status"] == "revoked"
-    assert isinstance(revoked["revoked_at_ms"], int)
-    assert revoked["revoked_at_ms"] > 0
-    assert revoked["client_public_key"] == login.signer.public_key_b64
-
-    session = await stub.session(login.device_session_id)
-    assert session == revoked
+    session = await stub.revoke(login.device_session_id, {"reason_code": "lost_device", "actor": {"type": "system"}})
+    assert session["status"] == "revoked"
+    assert isinstance(session["revoked_at_ms"], int)
+    assert session["revoked_at_ms"] > 0
+    assert session["client_public_key"] == login.signer.public_key_b64
     assert set(session) == {
         "device_session_id", "user_id", "client_public_key", "status", "created_at", "revoked_at_ms"
     }
     assert (await stub.session(sibling.device_session_id))["status"] == "active"
     record = parse_session(session)
-    assert (record.revoked, record.revoked_at_ms) == (True, revoked["revoked_at_ms"])
+    assert (record.revoked, record.revoked_at_ms) == (True, session["revoked_at_ms"])
 
 
 async def test_revoking_twice_keeps_the_first_revocation_time(stub: StubClient) -> None:
@@ -329,7 +329,7 @@ async def test_revoking_twice_keeps_the_first_revocation_time(stub: StubClient) 
 
 @pytest.mark.parametrize(
     "data",
-    [b"[]", b"not json", b'{"reason_code": 7}', b'{"reason_code": ""}', b'{"actor": false}'],
+    [b"[]", b"not json", b'{"reason_code": 7}', b'{"reason_code": ""}', b'{"actor": false}', b'{"actor": {}}'],
 )
 async def test_revoke_with_a_bad_body_is_400_and_changes_nothing(stub: StubClient, data: bytes) -> None:
     login = await stub.login()
@@ -347,11 +347,14 @@ async def test_user_block_revokes_every_session_of_the_user(stub: StubClient, by
     bystander = await stub.login("grace@example.com")
 
     who = {"email": "ADA@example.com"} if by == "email" else {"user_id": first.user_id}
-    answer = await stub.ok("POST", USER_BLOCKS, {**who, "reason_code": "abuse", "actor": "ops@example.com"})
+    actor = {"type": "admin", "id": "admin-1"}
+    answer = await stub.ok("POST", USER_BLOCKS, {**who, "reason_code": "abuse", "actor": actor})
     assert answer == {
-        "user_id": first.user_id,
-        "revoked_session_ids": sorted([first.device_session_id, second.device_session_id]),
-        "blocked": True,
+        "outcome": "blocked",
+        "subject_kind": by,
+        "subject_value": "ada@example.com" if by == "email" else first.user_id,
+        "affected_session_count": 2,
+        "affected_device_session_ids": sorted([first.device_session_id, second.device_session_id]),
     }
     revoked = [await stub.session(login.device_session_id) for login in (first, second)]
     assert [s["status"] for s in revoked] == ["revoked", "revoked"]
@@ -520,7 +523,7 @@ async def test_calls_count_requests_by_route(stub: StubClient) -> None:
         "public.send-email-code": 1,
         "stub.mailbox": 1,
         "public.confirm-email-code": 1,
-        "sessions.get": 2,
+        "sessions.get": 3,  # the login's own read of its user id, then two
         "user.profile.get": 1,
     }
 

@@ -166,12 +166,14 @@ async def test_invalid_event_bodies_are_400_and_not_pushed(stub: StubClient, dat
 async def test_a_revocation_is_pushed_as_a_session_invalidation(stub: StubClient) -> None:
     login = await stub.login()
     async with subscribed(stub) as call:
-        revoked = await stub.revoke(login.device_session_id, {"reason_code": "lost_device", "actor": "ops"})
+        revoked = await stub.revoke(
+            login.device_session_id, {"reason_code": "admin_revoke", "actor": {"type": "system"}}
+        )
         invalidation = await next_invalidation(call)
         assert invalidation.device_session_id == login.device_session_id
         assert invalidation.user_id == login.user_id
         assert invalidation.revoked_at_ms == revoked["revoked_at_ms"]
-        assert invalidation.reason_code == "lost_device"
+        assert invalidation.reason_code == "admin_revoke"
 
         await stub.revoke(login.device_session_id)  # again, without a reason: pushed again
         again = await next_invalidation(call)
@@ -185,7 +187,8 @@ async def test_a_user_block_is_pushed_as_a_user_wide_invalidation(stub: StubClie
     second = await stub.login("ada@example.com")
     who = {"email": "ada@example.com"} if by == "email" else {"user_id": first.user_id}
     async with subscribed(stub) as call:
-        await stub.ok("POST", USER_BLOCKS, {**who, "reason_code": "abuse", "actor": "ops"})
+        actor = {"type": "admin", "id": "admin-1"}
+        await stub.ok("POST", USER_BLOCKS, {**who, "reason_code": "abuse", "actor": actor})
         invalidation = await next_invalidation(call)
     session = await stub.session(second.device_session_id)
     assert invalidation.device_session_id == ""

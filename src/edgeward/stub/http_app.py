@@ -16,6 +16,7 @@ from aiohttp import web
 
 from edgeward._pb import push_pb2
 from edgeward.clock import now_ms
+from edgeward.stub.admin import block_answer, parse_block, parse_revoke, revoke_answer
 from edgeward.stub.errors import ApiError
 from edgeward.stub.http_common import (
     Route,
@@ -36,7 +37,6 @@ __all__ = ("make_app",)
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TRACE_ID = re.compile(r"[A-Za-z0-9-]{0,64}")
-_DEFAULT_REASON = "session_revoked"
 
 
 class _IdentityApi:
@@ -69,17 +69,15 @@ class _IdentityApi:
         key = require_str(body, "client_public_key", 128)
         session, forgotten = self._state.confirm(challenge_id, code, key)
         await self._project([session], forgotten)
-        return json_response({"device_session_id": session.device_session_id, "user_id": session.user_id})
+        return json_response({"device_session_id": session.device_session_id})
 
     async def get_session(self, request: web.Request) -> web.Response:
         session = self._state.session(request.match_info["device_session_id"])
         return json_response({"session": session.to_json()})
 
     async def revoke(self, request: web.Request) -> web.Response:
-        body = await read_object(request, allow_empty=True)
-        reason = optional_str(body, "reason_code", 64) or _DEFAULT_REASON
-        optional_str(body, "actor")  # validated for the caller's sake; the stub keeps no audit log
-        session, revoked_at_ms = self._state.revoke(request.match_info["device_session_id"], now_ms())
+        reason = parse_revoke(await read_object(request, allow_empty=True))
+        session, revoked_at_ms, revoked_now = self._state.revoke(request.match_info["device_session_id"], now_ms())
         self._hub.publish(
             push_pb2.PushEvent(
                 session_invalidation=push_pb2.SessionInvalidation(
@@ -91,35 +89,25 @@ class _IdentityApi:
             )
         )
         await self._project([session])
-        return json_response({"session": session.to_json()})
+        return json_response(revoke_answer(session.device_session_id, revoked_now=revoked_now))
 
     async def block_user(self, request: web.Request) -> web.Response:
-        body = await read_object(request)
-        email, user_id = optional_str(body, "email", 512), optional_str(body, "user_id")
-        if (email is None) == (user_id is None):
-            raise ApiError(400, "invalid_request", "give exactly one of email and user_id")
-        reason = require_str(body, "reason_code", 64)
-        require_str(body, "actor")
-        user = self._state.find_user(
-            email=normalize_email(email) if email is not None else None, user_id=user_id
-        )
+        block = parse_block(await read_object(request))
+        if block.subject_kind == "email":
+            user = self._state.find_user(email=block.subject_value)
+        else:
+            user = self._state.find_user(user_id=block.subject_value)
         at_ms = now_ms()
         revoked = self._state.block(user, at_ms)
         self._hub.publish(
             push_pb2.PushEvent(
                 session_invalidation=push_pb2.SessionInvalidation(
-                    user_id=user.user_id, revoked_at_ms=at_ms, reason_code=reason
+                    user_id=user.user_id, revoked_at_ms=at_ms, reason_code=block.reason_code
                 )
             )
         )
         await self._project(revoked)
-        return json_response(
-            {
-                "user_id": user.user_id,
-                "revoked_session_ids": [s.device_session_id for s in revoked],
-                "blocked": True,
-            }
-        )
+        return json_response(block_answer(block, revoked))
 
     async def mailbox(self, request: web.Request) -> web.Response:
         code, challenge_id = self._state.mailbox(normalize_email(request.match_info["email"]))

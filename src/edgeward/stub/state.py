@@ -39,6 +39,12 @@ def normalize_email(text: str) -> str:
     return email
 
 
+def _rfc3339_utc(unix_ms: int) -> str:
+    """``2026-04-05T12:00:00Z``: RFC 3339 in UTC with ``Z``, whole seconds, as the contract's example."""
+    moment = datetime.datetime.fromtimestamp(unix_ms // 1000, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _insert(table: OrderedDict[K, V], key: K, value: V, limit: int) -> list[V]:
     """Store as newest and return what fell off the old end."""
     table[key] = value
@@ -92,8 +98,7 @@ class Session:
 
     def to_json(self) -> dict[str, Any]:
         """The contract's session object as ``GET /api/v1/internal/sessions/{id}`` answers it."""
-        created = datetime.datetime.fromtimestamp(self.created_at_ms / 1000, datetime.UTC)
-        return {**self.projection(), "created_at": created.isoformat(timespec="milliseconds")}
+        return {**self.projection(), "created_at": _rfc3339_utc(self.created_at_ms)}
 
 
 class StubState:
@@ -170,12 +175,13 @@ class StubState:
             raise ApiError(404, "session_not_found", "unknown device_session_id")
         return found
 
-    def revoke(self, device_session_id: str, at_ms: int) -> tuple[Session, int]:
-        """Revoke once: a repeated revoke keeps (and returns) the first ``revoked_at_ms``."""
+    def revoke(self, device_session_id: str, at_ms: int) -> tuple[Session, int, bool]:
+        """(session, its revoked_at_ms, revoked by this call): a repeat keeps the first time."""
         session = self.session(device_session_id)
-        if session.revoked_at_ms is None:
-            session.revoked_at_ms = at_ms
-        return session, session.revoked_at_ms
+        if session.revoked_at_ms is not None:
+            return session, session.revoked_at_ms, False
+        session.revoked_at_ms = at_ms
+        return session, at_ms, True
 
     def find_user(self, *, email: str | None = None, user_id: str | None = None) -> User:
         if email is not None:
