@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "edgeward"
 
 # The shared base: top-level modules every layer may use.
-BASE = frozenset({"__init__", "_pb", "clock", "config", "reasons", "rpc_errors", "runtime"})
+BASE = frozenset({"__init__", "_pb", "clock", "config", "files", "reasons", "rpc_errors", "runtime"})
 # The entry point: the one place that may import every layer.
 ENTRY = frozenset({"__main__", "cli"})
 # layer -> the layers it may import besides itself and the base.

@@ -42,6 +42,7 @@ from edgeward.client.sdk import (
     VerificationError,
     login_with_stub_mailbox,
 )
+from edgeward.files import atomic_write
 from edgeward.native.crypto import Signer, decode_public_key
 from edgeward.native.keys import KeyFileError, load_signer, save_signer
 
@@ -168,7 +169,9 @@ def _load_session(state: Path, email: str) -> str | None:
 
 
 def _save_session(state: Path, email: str, device_session_id: str) -> None:
-    (state / "session.json").write_text(json.dumps({"email": email, "device_session_id": device_session_id}) + "\n")
+    """Owner-only and atomic, like the device key beside it (``edgeward.files``)."""
+    record = json.dumps({"email": email, "device_session_id": device_session_id}) + "\n"
+    atomic_write(state / "session.json", record.encode(), mode=0o600)
 
 
 async def _login(args: argparse.Namespace, state: Path, signer: Signer) -> str:

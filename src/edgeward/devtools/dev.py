@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeward.config import Address
 from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.files import atomic_write
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import load_signer, save_signer
 
@@ -37,7 +38,8 @@ def _gateway_key(state: Path) -> Path:
     signer = load_signer(key) if key.exists() else Signer.generate()
     if not key.exists():
         save_signer(signer, key)
-    (state / "gateway.pub").write_text(signer.public_key_b64 + "\n")
+    # Public, so readable by all; written like the key (edgeward.files), never through a planted link.
+    atomic_write(state / "gateway.pub", (signer.public_key_b64 + "\n").encode(), mode=0o644)
     return key
 
 
