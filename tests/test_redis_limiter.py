@@ -1,5 +1,9 @@
 """The Redis limiter against a real redis-server: parity with the in-process back-end, the script
-cache, hash-tagged keys, all-or-nothing refunds, and each failure mode with recovery."""
+cache, hash-tagged keys, all-or-nothing refunds, and each failure mode with recovery.
+
+The connection's timeout is generous (``HEALTHY_TIMEOUT_MS``): a loaded machine must never turn a
+slow answer into a failure. The failure modes are made by stopping Redis, which refuses at once.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from edgeward.protection.redis_limiter import SCRIPT, RedisLimiter, limit_key
 from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
+HEALTHY_TIMEOUT_MS = 30_000
 
 
 class FakeClock:
@@ -36,7 +41,7 @@ async def settle(value: T | Awaitable[T]) -> T:
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[RespConnection]:
-    connection = RespConnection(redis_server.url, socket_timeout_ms=500)
+    connection = RespConnection(redis_server.url, socket_timeout_ms=HEALTHY_TIMEOUT_MS)
     yield connection
     await connection.close()
 

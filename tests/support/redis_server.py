@@ -33,7 +33,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:  # generous: a loaded machine starts it slowly
         assert self.proc is None, "already running"
         self.proc = subprocess.Popen(
             [
@@ -74,7 +74,7 @@ class RedisServer:
         self.proc = None
 
     def flushall(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:  # generous, as above
             s.sendall(b"FLUSHALL\r\n")
             s.recv(16)
 
