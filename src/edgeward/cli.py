@@ -3,7 +3,8 @@
 ``serve`` runs a gateway; ``dev`` runs a local stack (see edgeward.devtools.dev); ``stub-backend`` the
 stub backend; ``doctor`` says which native modules are active; ``keygen``, ``pubkey``, ``call``
 and ``subscribe`` are client tools (edgeward.client.cli).
-A bad setting exits with status 2 and one line per bad value.
+A bad setting exits with status 2 and one line per bad value; a listener that cannot bind (say,
+its port is in use) exits with status 4 and one line naming the listener and its address.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from edgeward.config import ConfigError, add_arguments, load
 from edgeward.devtools import dev, doctor
 from edgeward.gateway.server import run_gateway
 from edgeward.gateway.settings import GatewaySettings
-from edgeward.runtime import configure_logging, run
+from edgeward.runtime import EXIT_CANNOT_LISTEN, ListenError, configure_logging, run
 from edgeward.stub import cli as stub_cli
 
 __all__ = ("build_parser", "main")
@@ -31,7 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"edgeward serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    run(run_gateway(settings))
+    try:
+        run(run_gateway(settings))
+    except ListenError as exc:
+        print(f"edgeward serve: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     return 0
 
 

@@ -9,6 +9,11 @@ SubscribeEvents writes with ``context.write`` rather than yielding from a genera
 can interrupt a write that a stalled client blocks; its final status is set on the context and
 the handler returns, which works even while such a write is still pending in gRPC (the client
 reads the status after whatever was already sent).
+
+At shutdown, ``cut_in_flight`` answers every ExecuteCommand still running with UNAVAILABLE
+``shutting_down`` and its ErrorInfo, shortly before gRPC's grace ends and would cancel the call
+with a bare "Cancelling all calls": the client then knows the gateway refused to wait, though the
+backend may have run the command already (docs/protocol.md, shutdown).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class GatewayService:
         self._duration = metrics.duration.labels("ExecuteCommand")
         self._subscribe_duration = metrics.duration.labels("SubscribeEvents")
         self._results: dict[str, Counter] = {}
+        self._in_flight: set[asyncio.Task[object]] = set()  # ExecuteCommand handlers running now
+        self._cutting = False  # set by cut_in_flight: a cancelled handler answers shutting_down
 
     def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         return grpc.method_handlers_generic_handler(
@@ -72,12 +79,30 @@ class GatewayService:
             },
         )
 
+    def cut_in_flight(self) -> int:
+        """Answer every ExecuteCommand still running with shutting_down (shutdown); how many there were."""
+        self._cutting = True
+        for task in self._in_flight:
+            task.cancel()
+        return len(self._in_flight)
+
     async def execute_command(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
         try:
             if not self.accepting:
                 raise Rejection(Reason.SHUTTING_DOWN)
             response, result_code = await self._commands.execute(request, client_ip(context.peer()))
+        except asyncio.CancelledError:
+            if not self._cutting:  # the client went away, or gRPC itself cancels
+                self._count(self._metrics.requests.labels("ExecuteCommand", "cancelled"), started)
+                raise
+            task.uncancel()
+            rejection = Rejection(Reason.SHUTTING_DOWN, "the gateway stopped before the command finished")
+            self._count(self._metrics.requests.labels("ExecuteCommand", rejection.reason.wire), started)
+            await context.abort(rejection.reason.code, rejection.reason.wire, trailing_metadata=trailers_for(rejection))
         except Rejection as rejection:
             # Counted before abort(), which answers the client at once: a client that has its
             # answer can rely on the metrics saying so.
@@ -89,9 +114,8 @@ class GatewayService:
             self._count(self._metrics.requests.labels("ExecuteCommand", "internal_error"), started)
             log.exception("ExecuteCommand failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal_error")
-        except asyncio.CancelledError:  # the client went away (or the server is stopping)
-            self._count(self._metrics.requests.labels("ExecuteCommand", "cancelled"), started)
-            raise
+        finally:
+            self._in_flight.discard(task)
         self._result_counter(result_code).inc()
         self._count(self._ok, started)
         return response

@@ -3,13 +3,13 @@
 Each Gateway gets its own registry (several can run in one process, as in tests); the admin
 listener serves it at /metrics. Labels are bounded: rpc names and stable reason codes only.
 
-Push metrics are read at scrape time from the hub's and the dispatcher's plain int counters
-(``watch_push``), so delivering an event costs no metric update.
+Push and connection metrics are read at scrape time from plain int counters (``watch_push``,
+``watch_connections``), so delivering an event or accepting a connection costs no metric update.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from edgeward.native import loader
 
 if TYPE_CHECKING:
+    from edgeward.protection.connections import ConnectionGuard
     from edgeward.push.dispatcher import PushDispatcher
     from edgeward.push.hub import PushHub
 
@@ -67,6 +68,43 @@ class GatewayMetrics:
     def watch_push(self, hub: PushHub, dispatcher: PushDispatcher) -> None:
         """Export the push hub's and the dispatcher's counters."""
         self.registry.register(_PushCollector(hub, dispatcher))
+
+    def watch_connections(self, guards: Mapping[str, ConnectionGuard]) -> None:
+        """Export the HTTP listeners' connection counters, labelled by listener name."""
+        self.registry.register(_ConnectionCollector(guards))
+
+
+class _ConnectionCollector(Collector):
+    def __init__(self, guards: Mapping[str, ConnectionGuard]) -> None:
+        self._guards = guards
+
+    def collect(self) -> Iterator[Metric]:
+        open_now = GaugeMetricFamily(
+            "edgeward_http_connections", "Open HTTP connections, by listener.", labels=("listener",)
+        )
+        limit = GaugeMetricFamily(
+            "edgeward_http_connections_limit",
+            "Most HTTP connections a listener holds at once (its cap after the fd reserve).",
+            labels=("listener",),
+        )
+        refused = CounterMetricFamily(
+            "edgeward_http_connections_refused",
+            "HTTP connections refused at accept, by listener and cap ('total' or 'per_ip').",
+            labels=("listener", "cap"),
+        )
+        timeouts = CounterMetricFamily(
+            "edgeward_http_connection_timeouts",
+            "HTTP connections closed by a timeout, by listener and phase ('header' or 'idle').",
+            labels=("listener", "phase"),
+        )
+        for name, guard in sorted(self._guards.items()):
+            open_now.add_metric((name,), guard.open)
+            limit.add_metric((name,), guard.limits.max_connections)
+            for cap in ("total", "per_ip"):
+                refused.add_metric((name, cap), guard.refused[cap])
+            for phase in ("header", "idle"):
+                timeouts.add_metric((name, phase), guard.timeouts[phase])
+        yield from (open_now, limit, refused, timeouts)
 
 
 class _PushCollector(Collector):

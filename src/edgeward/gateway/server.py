@@ -1,10 +1,14 @@
 """Assembles a gateway from its settings and runs it: start and stop ordering live here.
 
 Start: backend client, replay store, the listeners (gRPC, public HTTP, admin), then the backend
-push dispatcher.
+push dispatcher. Each HTTP listener's connections pass a ``ConnectionGuard`` (timeouts, caps; the
+public listener's total cap also leaves ``fd_reserve`` descriptors of the soft RLIMIT_NOFILE to
+gRPC and the clients). A listener that cannot bind raises ``ListenError``.
 Stop (docs/push.md): readiness goes false and new calls get ``shutting_down``; the push hub
 closes, so every open stream ends with ``shutting_down`` rather than holding the grace period;
-the gRPC server stops with a grace period for calls in flight; then the HTTP listeners; then the
+the gRPC server stops with a grace period for calls in flight, and shortly before the grace ends
+every command still running is answered ``shutting_down`` (it may have reached the backend); then
+the HTTP listeners; then the
 clients: push dispatcher, session cache, backend client and replay store, so nothing in flight
 loses its dependencies (invalidations keep arriving while commands finish).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from collections.abc import Callable
 
@@ -32,9 +37,11 @@ from edgeward.gateway.session_cache import SessionCache
 from edgeward.gateway.settings import GatewaySettings
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import load_signer
+from edgeward.protection.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from edgeward.public.listener import make_public_app
 from edgeward.push.dispatcher import Backoff, PushDispatcher
 from edgeward.push.hub import PushHub
+from edgeward.runtime import ListenError, raise_fd_limit
 
 __all__ = ("Gateway", "run_gateway")
 
@@ -43,11 +50,14 @@ log = logging.getLogger(__name__)
 # The largest envelope (ids, hash, trace id, signature, tags) is well under this; a message
 # larger than payload limit + overhead is refused by gRPC itself with RESOURCE_EXHAUSTED.
 _ENVELOPE_OVERHEAD_BYTES = 4096
+# Commands still running this long before the shutdown grace ends are answered shutting_down, so
+# the status reaches the client before gRPC cancels the call (capped at half of a short grace).
+_CUT_BEFORE_GRACE_END_S = 0.5
 
 
 def _grpc_options(settings: GatewaySettings) -> list[tuple[str, int]]:
     """Server options; the keepalive ones keep long-lived streams alive behind load balancers."""
-    return [
+    options = [
         ("grpc.so_reuseport", 0),  # a port already in use is an error, not a shared listener
         ("grpc.max_receive_message_length", settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES),
         # Pings on idle connections: a load balancer or NAT sees traffic before its idle timeout,
@@ -60,7 +70,34 @@ def _grpc_options(settings: GatewaySettings) -> list[tuple[str, int]]:
         # Client pings more frequent than this are "strikes"; two of them and the connection gets
         # GOAWAY too_many_pings (gRPC's default of 5 minutes would refuse mobile keepalives).
         ("grpc.http2.min_ping_interval_without_data_ms", settings.grpc_min_ping_interval_ms),
+        # Connection limits: calls per connection, and connections that idle or live too long
+        # get GOAWAY (a client reconnects, so load spreads again across gateways).
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.max_connection_idle_ms", settings.grpc_max_connection_idle_ms),
     ]
+    if settings.grpc_max_connection_age_ms:  # gRPC reads 0 as "at once": leave the option out for "never"
+        options += [
+            ("grpc.max_connection_age_ms", settings.grpc_max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", settings.grpc_max_connection_age_grace_ms),
+        ]
+    return options
+
+
+def _http_guards(settings: GatewaySettings) -> tuple[ConnectionGuard, ConnectionGuard]:
+    """The public and admin listeners' guards; their caps together leave ``fd_reserve`` descriptors free."""
+    soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    headroom = max(1, soft_limit - settings.fd_reserve) if soft_limit != resource.RLIM_INFINITY else 1 << 30
+    admin_cap = min(settings.admin_max_connections, max(1, headroom // 8))
+    header_s, idle_s = settings.http_header_timeout_ms / 1000, settings.http_idle_timeout_ms / 1000
+    public = ConnectionLimits(
+        header_s, idle_s,
+        max_connections=max(1, min(settings.public_max_connections, headroom - admin_cap)),
+        max_per_ip=settings.public_max_connections_per_ip,
+        trusted_proxies=settings.trusted_proxies,
+        ipv6_prefix=settings.limit_ipv6_prefix,
+    )
+    admin = ConnectionLimits(header_s, idle_s, max_connections=admin_cap)
+    return ConnectionGuard(public), ConnectionGuard(admin)
 
 
 def _signer_from(settings: GatewaySettings) -> Signer:
@@ -119,6 +156,8 @@ class Gateway:
             keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
         )
         self.metrics.watch_push(self.hub, self.dispatcher)
+        self.public_guard, self.admin_guard = _http_guards(settings)
+        self.metrics.watch_connections({"public": self.public_guard, "admin": self.admin_guard})
         self.service = GatewayService(
             CommandExecutor(verifier, self.routes, self.backend, self.signer),
             SubscriptionOpener(verifier, self.hub, self.signer),
@@ -141,9 +180,12 @@ class Gateway:
         await self.backend.start()
         self._grpc = grpc.aio.server(options=_grpc_options(self.settings))
         self._grpc.add_generic_rpc_handlers((self.service.handler(),))
-        self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
+        except RuntimeError as exc:  # grpcio raises this when the port cannot be bound
+            raise ListenError("gRPC", str(self.settings.grpc_addr), exc) from None
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
+            raise ListenError("gRPC", str(self.settings.grpc_addr), OSError("the address is in use or not available"))
         await self._grpc.start()
         public = make_public_app(
             self.backend,
@@ -151,10 +193,15 @@ class Gateway:
             limits=self.protection.public_limits,
             trusted_proxies=self.protection.trusted_proxies,
             refused=self.protection.public_refused,
+            body_timeout_s=self.settings.http_body_timeout_ms / 1000,
         )
-        self.public_http_port = await self._serve_http(public, self.settings.public_http_addr)
+        self.public_http_port = await self._serve_http(
+            "public HTTP", public, self.settings.public_http_addr, self.public_guard
+        )
         admin = make_admin_app(self.metrics, self._readiness, lambda: {"push": self.dispatcher.status()})
-        self.admin_http_port = await self._serve_http(admin, self.settings.admin_http_addr)
+        self.admin_http_port = await self._serve_http(
+            "admin HTTP", admin, self.settings.admin_http_addr, self.admin_guard
+        )
         self.dispatcher.start()
         log.info(
             "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
@@ -179,7 +226,13 @@ class Gateway:
         if ended:
             log.info("ended %d open streams with shutting_down", ended)
         if self._grpc is not None:
-            await self._grpc.stop(grace_s)
+            cut = asyncio.get_running_loop().call_later(
+                max(0.0, grace_s - min(_CUT_BEFORE_GRACE_END_S, grace_s / 2)), self.service.cut_in_flight
+            )
+            try:
+                await self._grpc.stop(grace_s)
+            finally:
+                cut.cancel()
             self._grpc = None
         for runner in reversed(self._runners):
             await runner.cleanup()
@@ -190,13 +243,18 @@ class Gateway:
         await self.replay.close()
         await self.protection.close()
 
-    async def _serve_http(self, app: web.Application, addr: Address) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _serve_http(self, listener: str, app: web.Application, addr: Address, guard: ConnectionGuard) -> int:
+        app.middlewares.append(guard.middleware)
+        idle_s = self.settings.http_idle_timeout_ms / 1000
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=idle_s)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, addr.host, addr.port, reuse_port=False)
-        await site.start()
-        return int(runner.addresses[0][1])
+        site = GuardedSite(runner, addr.host, addr.port, guard)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(listener, str(addr), exc) from None
+        return site.port
 
     async def _readiness(self) -> dict[str, bool]:
         self.metrics.session_fetches.set(self.sessions.backend_fetches)
@@ -206,6 +264,7 @@ class Gateway:
 
 async def run_gateway(settings: GatewaySettings) -> None:
     """Run until SIGINT or SIGTERM, then stop in order."""
+    log.info("file descriptor limit: %d", raise_fd_limit())
     gateway = Gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -92,6 +92,38 @@ class GatewaySettings:
         "local", parse_failure_mode, "public auth limits without Redis: open, closed or local"
     )
     public_max_body_bytes: int = setting(8_192, int_in(64, 1_048_576), "largest public auth request body")
+    # Connection limits (docs/edge-protection.md §10): one client must not hold a listener or the process.
+    http_header_timeout_ms: int = setting(
+        10_000, int_in(100, 600_000), "public and admin HTTP: a request head must arrive within this"
+    )
+    http_body_timeout_ms: int = setting(
+        10_000, int_in(100, 600_000), "public HTTP: a request body must arrive within this after its head"
+    )
+    http_idle_timeout_ms: int = setting(
+        30_000, int_in(100, 3_600_000), "public and admin HTTP: a keep-alive connection idle this long is closed"
+    )
+    public_max_connections: int = setting(
+        10_000, int_in(1, 1_000_000), "open public HTTP connections (also capped by the fd limit less the reserve)"
+    )
+    public_max_connections_per_ip: int = setting(
+        64, int_in(1, 1_000_000), "open public HTTP connections per client IP (trusted proxies exempt)"
+    )
+    admin_max_connections: int = setting(64, int_in(1, 100_000), "open admin HTTP connections")
+    fd_reserve: int = setting(
+        256, int_in(16, 1_000_000), "file descriptors the HTTP listeners leave free for gRPC, the backend and Redis"
+    )
+    grpc_max_concurrent_streams: int = setting(
+        100, int_in(1, 1_000_000), "concurrent calls per gRPC connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)"
+    )
+    grpc_max_connection_idle_ms: int = setting(
+        300_000, int_in(1_000, 86_400_000), "a gRPC connection with no call open this long gets GOAWAY"
+    )
+    grpc_max_connection_age_ms: int = setting(
+        3_600_000, int_in(0, 604_800_000), "a gRPC connection this old gets GOAWAY (gRPC adds ±10% jitter); 0: never"
+    )
+    grpc_max_connection_age_grace_ms: int = setting(
+        300_000, int_in(0, 86_400_000), "after that GOAWAY, how long its calls may finish before the connection closes"
+    )
     # Push (docs/push.md): SubscribeEvents streams, keepalive, shutdown, the backend push stream.
     stream_queue_size: int = setting(
         256, int_in(1, 1_000_000), "events queued per SubscribeEvents stream before it ends as slow_consumer"

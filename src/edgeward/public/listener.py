@@ -5,7 +5,9 @@ anything, in this order (docs/edge-protection.md):
 
 1. the client address is resolved (``edgeward.protection.client_address``; X-Forwarded-For only from
    trusted proxies) and charged to its per-IP limit (429 ``rate_limited``);
-2. JSON content type (415), a bounded body (413; never read past ``max_body_bytes``), then the
+2. JSON content type (415), a bounded body (413, answered and the connection closed at once:
+   never read past ``max_body_bytes``; 408 ``request_timeout`` when the body does not arrive
+   within ``body_timeout_s``), then the
    route's exact fields and their syntax (400 ``invalid_request`` naming the field:
    ``edgeward.public.checks``);
 3. the per-e-mail or per-challenge limit (429 ``rate_limited``: ``edgeward.public.limits``).
@@ -18,6 +20,7 @@ object on 2xx, a stable error on 4xx); anything else, or no answer, becomes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -59,12 +62,17 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return _json(status, orjson.dumps({"error": {"code": code, "message": message}}))
 
 
-def _refusal(error: PublicError) -> web.Response:
+async def _refusal(request: web.Request, error: PublicError) -> web.Response:
+    """The refusal's answer; with ``error.close`` it is sent now and the connection closed after it,
+    so the rest of an unwanted body is never read (aiohttp would otherwise read and discard it)."""
     resp = _error(error.status, error.code, error.message)
     if error.retry_after_s is not None:
         resp.headers["Retry-After"] = str(error.retry_after_s)
     if error.close:
         resp.force_close()
+        await resp.prepare(request)
+        await resp.write_eof()
+        request.protocol.force_close()  # closes once the answer is flushed
     return resp
 
 
@@ -82,16 +90,22 @@ async def _json_routing_errors(request: web.Request, handler: Handler) -> web.St
         return resp
 
 
-async def _read_bounded(request: web.Request, limit: int) -> bytes:
-    """The body; ``PublicError`` 413 when it is over ``limit`` (at most ``limit + 1`` bytes are read)."""
+async def _read_bounded(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body; ``PublicError`` 413 when it is over ``limit`` (nothing past the chunk that crossed
+    it is read), 408 when it has not all arrived within ``timeout_s``."""
     too_large = PublicError(413, "request_too_large", f"the body is over {limit} bytes", close=True)
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = bytearray()
-    while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        message = f"the body did not arrive within {timeout_s:g} s"
+        raise PublicError(408, "request_timeout", message, close=True) from None
     return bytes(body)
 
 
@@ -114,6 +128,7 @@ def make_public_app(
     limits: PublicLimits | None = None,
     trusted_proxies: TrustedProxies | None = None,
     refused: Counter[str] | None = None,
+    body_timeout_s: float = 10.0,
 ) -> web.Application:
     """The public listener's application; ``backend`` must be started by the caller.
 
@@ -131,12 +146,12 @@ def make_public_app(
                 await public_limits.admit_ip(route.name, client_ip)
                 if request.content_type != "application/json":
                     raise PublicError(415, "unsupported_media_type", "Content-Type must be application/json")
-                body = await _read_bounded(request, max_body_bytes)
+                body = await _read_bounded(request, max_body_bytes, body_timeout_s)
                 classified = check_body(route, body, client_ip)
                 await public_limits.admit(classified)
             except PublicError as error:
                 refusals[error.code] += 1
-                return _refusal(error)
+                return await _refusal(request, error)
             # The backend learns the client address as resolved here, never a client's own claim.
             headers = {"Content-Type": "application/json", "X-Forwarded-For": client_ip}
             try:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from edgeward.config import ConfigError, add_arguments, load
-from edgeward.runtime import configure_logging, run
+from edgeward.runtime import EXIT_CANNOT_LISTEN, ListenError, configure_logging, run
 from edgeward.stub.service import run_stub_backend
 from edgeward.stub.settings import StubSettings
 
@@ -28,5 +28,9 @@ def _stub_backend(args: argparse.Namespace) -> int:
         print(f"edgeward stub-backend: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    run(run_stub_backend(settings))
+    try:
+        run(run_stub_backend(settings))
+    except ListenError as exc:
+        print(f"edgeward stub-backend: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     return 0

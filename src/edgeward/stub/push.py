@@ -18,6 +18,7 @@ import grpc
 
 from edgeward._pb import push_pb2
 from edgeward.config import Address
+from edgeward.runtime import ListenError
 
 __all__ = ("PushHub", "PushServer")
 
@@ -133,9 +134,9 @@ class PushServer:
         try:
             port = server.add_insecure_port(str(addr))
         except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
-            raise OSError(f"cannot listen for push gRPC on {addr}: {exc}") from exc
+            raise ListenError("push gRPC", str(addr), exc) from None
         if port == 0:
-            raise OSError(f"cannot listen for push gRPC on {addr}")
+            raise ListenError("push gRPC", str(addr), OSError("the address is in use or not available"))
         await server.start()
         self._server, self.port = server, port
 

@@ -15,6 +15,7 @@ from collections import Counter
 from aiohttp import web
 
 from edgeward.config import Address
+from edgeward.runtime import ListenError
 from edgeward.stub.http_app import make_app
 from edgeward.stub.profiles import ProfileStore
 from edgeward.stub.projection import RedisProjection
@@ -90,7 +91,10 @@ class StubBackend:
         await self._runner.setup()
         addr = self.settings.stub_http_addr
         site = web.TCPSite(self._runner, addr.host, addr.port, reuse_port=False)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError("stub HTTP", str(addr), exc) from None
         self.http_port = int(self._runner.addresses[0][1])
         await self._push.start()
         log.info(
