@@ -103,13 +103,46 @@ def test_keys_are_bounded_and_forgetting_one_only_admits_earlier() -> None:
     assert limiter.acquire([hit("c", one)]) is not None
 
 
-def test_penalize_blocks_a_key_over_its_failure_rate_for_the_block_time() -> None:
+def test_a_refund_gives_back_one_request_and_never_raises_a_key_above_its_burst() -> None:
+    clock = FakeClock()
+    limiter = MemoryLimiter(clock)
+    rate = hit("k", Limit(10, 3))
+    assert [limiter.acquire([rate]) for _ in range(3)] == [None, None, None]
+    assert limiter.acquire([rate]) is not None
+    limiter.refund(*rate)
+    assert limiter.acquire([rate]) is None  # the unit given back
+    assert limiter.acquire([rate]) is not None
+    for _ in range(5):  # more refunds than charges: the key comes to rest, no further
+        limiter.refund(*rate)
+    assert sum(limiter.acquire([rate]) is None for _ in range(10)) == 3
+    clock.now += 1000.0  # a key at rest, or never charged: nothing to give back
+    limiter.refund(*rate)
+    limiter.refund("s", "unknown", rate[2])
+    limiter.refund("no such scope", "k", rate[2])
+    assert sum(limiter.acquire([rate]) is None for _ in range(10)) == 3
+
+
+def test_a_refund_moves_the_debt_back_one_interval() -> None:
+    clock = FakeClock()
+    limiter = MemoryLimiter(clock)
+    rate = hit("k", Limit(1, 2))  # one a second, two at once
+    assert [limiter.acquire([rate]) for _ in range(2)] == [None, None]
+    assert limiter.acquire([rate]) == (0, pytest.approx(1000.0))
+    limiter.refund(*rate)
+    assert limiter.acquire([rate]) is None
+    clock.now += 400.0
+    limiter.refund(*rate)  # the debt was 2 s, less 0.4 s: 1.6 s, now 0.6 s
+    assert limiter.acquire([rate]) is None
+    assert limiter.acquire([rate]) == (0, pytest.approx(600.0))
+
+
+def test_penalize_blocks_a_key_when_a_failure_spends_its_rate_for_the_block_time() -> None:
     clock = FakeClock()
     limiter = MemoryLimiter(clock)
     rate = Rate(Limit(1 / 60, 3))
-    assert [limiter.penalize("g", "ip", rate, 30_000) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert [limiter.penalize("g", "ip", rate, 30_000) for _ in range(2)] == [0.0, 0.0]
     assert limiter.blocked("g", "ip") == 0.0
-    assert limiter.penalize("g", "ip", rate, 30_000) == 30_000.0  # the fourth failure: blocked
+    assert limiter.penalize("g", "ip", rate, 30_000) == 30_000.0  # the third failure leaves no room: blocked
     clock.now += 10_000
     assert limiter.blocked("g", "ip") == pytest.approx(20_000.0)
     assert limiter.penalize("g", "ip", rate, 30_000) == pytest.approx(20_000.0)  # no extension while blocked
@@ -125,3 +158,15 @@ def test_blocks_are_bounded() -> None:
         limiter.penalize("g", key, rate, 1000)
         assert limiter.penalize("g", key, rate, 1000) == 1000.0
     assert limiter.blocked("g", "a") == 0.0 and limiter.blocked("g", "c") == 1000.0
+
+
+def test_penalize_a_charge_already_taken_decides_only_the_block() -> None:
+    limiter = MemoryLimiter(FakeClock())
+    rate = Rate(Limit(1 / 60, 3))
+    for _ in range(2):  # charged before the work, which failed: the charge is the failure
+        assert limiter.acquire([("g", "ip", rate)]) is None
+        assert limiter.penalize("g", "ip", rate, 30_000, charged=True) == 0.0
+    assert limiter.acquire([("g", "ip", rate)]) is None  # the third unit, in flight
+    assert limiter.penalize("g", "ip", rate, 1000) == 1000.0  # a failure now finds no room: blocked
+    assert limiter.penalize("g", "ip", rate, 1000, charged=True) == 1000.0  # and stays so
+

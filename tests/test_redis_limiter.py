@@ -81,6 +81,57 @@ async def test_penalize_and_blocked_as_the_in_process_one(redis: RespConnection)
     assert await settle(shared.blocked("g", "ip")) == 0.0
 
 
+async def test_refunds_and_charged_failures_as_the_in_process_one(redis: RespConnection) -> None:
+    """The pre-auth guard's calls: a charge before the work, then a refund or the failure it became."""
+    clock = FakeClock()
+    shared, local = limiter(redis, clock), MemoryLimiter(clock)
+    rate = Rate(Limit(1 / 60, 3))
+    rng = random.Random(7)
+    for step in range(300):
+        op = rng.choice(["acquire", "acquire", "refund", "penalize", "charged", "blocked"])
+        if op == "acquire":
+            expected: object = local.acquire([("g", "ip", rate)])
+            got: object = await settle(shared.acquire([("g", "ip", rate)]))
+        elif op == "refund":  # sent without waiting; the next call on the connection runs after it
+            local.refund("g", "ip", rate)
+            shared.refund("g", "ip", rate)
+            expected = got = None
+        elif op == "blocked":
+            expected, got = local.blocked("g", "ip"), await settle(shared.blocked("g", "ip"))
+        else:
+            charged = op == "charged"
+            expected = local.penalize("g", "ip", rate, 30_000, charged=charged)
+            got = await settle(shared.penalize("g", "ip", rate, 30_000, charged=charged))
+        assert got == pytest.approx(expected, abs=1.0), (step, op)
+        clock.now += rng.choice([0, 0, 1000, 20_000, 60_000])
+
+
+async def test_a_refund_never_raises_a_key_above_its_burst(redis: RespConnection) -> None:
+    shared = limiter(redis, FakeClock())
+    hit: Hit = ("s", "k", Rate(Limit(1 / 3600, 3)))
+    assert await settle(shared.acquire([hit])) is None
+    for _ in range(3):  # one more than was charged, and a key never charged
+        shared.refund(*hit)
+    shared.refund("s", "never", hit[2])
+    assert await redis.execute("KEYS", "edgeward:limit:*") == []  # a key at rest is no key at all
+    assert [await settle(shared.acquire([hit])) is None for _ in range(4)] == [True, True, True, False]
+
+
+async def test_a_refund_while_redis_is_left_alone_follows_the_charges(
+    redis: RespConnection, redis_server: RedisServer
+) -> None:
+    shared = limiter(redis, FakeClock(), failure_mode="local", retry_ms=60_000)
+    hit: Hit = ("s", "k", Rate(Limit(1 / 3600, 1)))
+    redis_server.stop()
+    try:
+        assert await settle(shared.acquire([hit])) is None  # Redis fails: this process charges
+        assert shared.acquire([hit]) is not None
+        shared.refund(*hit)  # Redis is left alone: the refund goes to this process too
+        assert shared.acquire([hit]) is None
+    finally:
+        redis_server.start()
+
+
 async def test_redis_time_is_the_default_clock(redis: RespConnection) -> None:
     shared = limiter(redis)
     hit: Hit = ("s", "k", Rate(Limit(1 / 3600, 2)))

@@ -125,7 +125,7 @@ async def test_the_pre_auth_guard_stops_signature_work_for_a_flooding_ip(
     forger = Device(Signer.generate(), device.device_session_id, device.email)  # the wrong key
     async with channel_to(gateway) as channel:
         await call(channel, device.request("user.echo"))
-        for _ in range(4):  # the fourth failure is over the budget: the IP is blocked
+        for _ in range(3):  # the third failure spends the budget: the IP is blocked
             assert (await rejected(channel, forger.request("user.echo"))).reason == "invalid_signature"
         checks = await metric(gateway, "edgeward_signature_verifications_total")
         fetches = stub.calls["sessions.get"]
@@ -150,7 +150,7 @@ async def test_the_pre_auth_guard_stops_signature_work_for_a_flooding_ip(
 async def test_unknown_sessions_and_bad_payload_hashes_count_as_failures(
     start_gateway: GatewayFactory, stub: StubBackend
 ) -> None:
-    gateway = await start_gateway(FakeClock(), preauth_failure_limit=Limit(1 / 60, 2), preauth_cooldown_ms=30_000)
+    gateway = await start_gateway(FakeClock(), preauth_failure_limit=Limit(1 / 60, 3), preauth_cooldown_ms=30_000)
     device = await login(gateway, stub)
     ghost = Device(Signer.generate(), "dsn_never_issued", "x@example.com")
     async with channel_to(gateway) as channel:
@@ -220,7 +220,7 @@ async def test_the_pre_auth_guard_is_shared_through_redis(
 ) -> None:
     shared = {
         "limiter_redis_url": redis_server.url,
-        "preauth_failure_limit": Limit(1 / 60, 1),
+        "preauth_failure_limit": Limit(1 / 60, 2),
         "preauth_cooldown_ms": 60_000,
     }
     first, second = await start_gateway(**shared), await start_gateway(**shared)

@@ -83,15 +83,16 @@ class RequestVerifier:
                 metadata={"field": "message_type"},
             )
         # An IP over its authentication failure budget stops here, before any signature work
-        # (docs/edge-protection.md); its failures below are what the guard counts.
+        # (docs/edge-protection.md §5); its failures below are what the guard counts.
         pending = self._guard.check(client_ip)
         if pending is not None:
             await pending
-        session = await self._sessions.lookup(req.device_session_id)  # step 2
-        if session is None:
-            raise await self._guard.failed(client_ip, Reason.SESSION_NOT_FOUND)
+        session = self._sessions.cached(req.device_session_id)  # step 2: from memory, not charged
+        if session is None:  # may call the backend: charged to the IP's budget before it starts
+            session = await self._guard.lookup(client_ip, req.device_session_id, self._sessions.lookup)
         if session.revoked:
             raise Rejection(Reason.SESSION_REVOKED)
+        self._guard.before_signature_check(client_ip)  # what other requests of the IP met meanwhile
         if not digest_equals(req.payload_digest, req.payload_hash):  # step 3
             raise await self._guard.failed(client_ip, Reason.PAYLOAD_HASH_MISMATCH)
         self.signature_verifications += 1

@@ -58,6 +58,13 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._lru)
 
+    def cached(self, device_session_id: str) -> SessionRecord | None:
+        """The cached record (possibly revoked), or None: ``lookup`` would have to ask or wait.
+
+        For the pre-auth guard, which charges a client for the lookups that may reach the backend.
+        """
+        return self._lru.get(device_session_id)
+
     async def lookup(self, device_session_id: str) -> SessionRecord | None:
         """The session record (possibly revoked), or None when the session does not exist."""
         record = self._lru.get(device_session_id)

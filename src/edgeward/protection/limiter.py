@@ -2,14 +2,18 @@
 
 Every limit of the gateway (public auth routes, command budgets, the pre-auth guard) is a GCRA
 limiter, the token bucket kept as one timestamp per key (the *theoretical arrival time*, TAT):
-``rate`` requests per second sustained, ``burst`` at once. A back-end implements three calls:
+``rate`` requests per second sustained, ``burst`` at once. A back-end implements four calls:
 
 - ``acquire(hits)``: charge one request to several (scope, key, rate) at once, all or nothing;
-- ``penalize(scope, key, rate, block_ms)``: charge one failure; a failure over the rate blocks
-  the key for ``block_ms`` (the pre-auth guard's cool-down);
+- ``refund(scope, key, rate)``: give back one request charged to a key, for a charge taken
+  before the work it pays for and owed only if that work fails (the pre-auth guard's lookups);
+- ``penalize(scope, key, rate, block_ms)``: charge one failure (or turn a charge already taken
+  into one); a failure that spends the rate (leaves no room for another) blocks the key for
+  ``block_ms`` (the pre-auth guard's cool-down);
 - ``blocked(scope, key)``: how long the key stays blocked.
 
-Each may answer at once (``MemoryLimiter``) or with an awaitable (``RedisLimiter`` in
+Each but ``refund`` (which always answers at once; a shared back-end sends it without waiting)
+may answer at once (``MemoryLimiter``) or with an awaitable (``RedisLimiter`` in
 ``edgeward.protection.redis_limiter``), which the caller must await at once: callers test for an awaitable
 rather than always awaiting, so the in-process back-end on the command hot path costs no coroutine.
 A back-end that cannot decide raises ``LimiterUnavailable``; what that means (fail open, closed,
@@ -125,8 +129,24 @@ class Limiter(Protocol):
         """Charge one request to every hit, or to none of them when any refuses (all or nothing)."""
         ...
 
-    def penalize(self, scope: str, key: str, rate: Rate, block_ms: int) -> float | Awaitable[float]:
-        """Charge one failure to ``key``; over ``rate``, block it for ``block_ms``. The block left, ms (0: none)."""
+    def refund(self, scope: str, key: str, rate: Rate) -> None:
+        """Give back one request charged to ``key``: its TAT moves back one interval, never before now.
+
+        So a refund can never raise a key above ``burst``. It answers at once: a shared back-end
+        sends it without waiting, and a refund that is lost only refuses a little early.
+        """
+        ...
+
+    def penalize(
+        self, scope: str, key: str, rate: Rate, block_ms: int, *, charged: bool = False
+    ) -> float | Awaitable[float]:
+        """Charge one failure to ``key``; one that spends ``rate`` blocks it for ``block_ms``.
+
+        "Spends": after it there is no room for another request (or there was none for it), so
+        ``burst`` failures in a row block the key. While blocked, failures are not charged.
+        ``charged``: the failure's unit was taken by ``acquire`` before the work that failed, and
+        stays as the failure; only the block is decided. Returns the block left, ms (0: none).
+        """
         ...
 
     def blocked(self, scope: str, key: str) -> float | Awaitable[float]:
@@ -198,11 +218,25 @@ class MemoryLimiter:
                 tats.popitem(last=False)
         return None
 
-    def penalize(self, scope: str, key: str, rate: Rate, block_ms: int) -> float:
+    def refund(self, scope: str, key: str, rate: Rate) -> None:
+        found = self._scopes.get(scope)
+        if found is None:
+            return
+        tat = found.tats.get(key)
+        if tat is None:
+            return  # no debt to give back: a key absent is a key at rest
+        tat -= rate.interval_ms
+        if tat > self._clock():
+            found.tats[key] = tat
+        else:
+            del found.tats[key]
+
+    def penalize(self, scope: str, key: str, rate: Rate, block_ms: int, *, charged: bool = False) -> float:
         left = self.blocked(scope, key)
         if left:
             return left
-        if self.acquire(((scope, key, rate),)) is None or block_ms <= 0:
+        admitted = charged or self.acquire(((scope, key, rate),)) is None
+        if block_ms <= 0 or (admitted and self._has_room(scope, key, rate)):
             return 0.0
         blocks = self._scope(scope).blocks
         blocks.pop(key, None)  # re-inserted as the newest
@@ -210,6 +244,13 @@ class MemoryLimiter:
         if len(blocks) > self._max_keys:
             del blocks[next(iter(blocks))]
         return float(block_ms)
+
+    def _has_room(self, scope: str, key: str, rate: Rate) -> bool:
+        """Whether ``acquire`` would admit one more request to ``key`` now (its own arithmetic)."""
+        now = self._clock()
+        found = self._scopes.get(scope)
+        tat = found.tats.get(key, now) if found is not None else now
+        return (tat - now if tat > now else 0.0) + rate.interval_ms - rate.tolerance_ms <= 0
 
     def blocked(self, scope: str, key: str) -> float:
         found = self._scopes.get(scope)

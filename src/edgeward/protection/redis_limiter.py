@@ -44,7 +44,8 @@ SCRIPT = """
 -- KEYS[1]: the GCRA key, holding its theoretical arrival time (TAT), integer microseconds
 -- KEYS[2]: optional block key, holding the end of the key's block, integer microseconds
 -- ARGV: now (us, or "" for the Redis clock), interval (us), tolerance (us),
---       cost (1 charge, -1 refund, 0 block check only), block (us; > 0: a refused charge blocks)
+--       cost (1 charge, -1 refund, 0 none), block (us; > 0: a failure, charged now with cost 1
+--       or already with cost 0, which blocks when it spends the budget or finds it spent)
 -- returns {1, 0} when admitted, {0, wait_us} when refused or blocked
 local now = tonumber(ARGV[1])
 if not now then
@@ -58,7 +59,7 @@ if KEYS[2] then
   local blocked_until = tonumber(redis.call('GET', KEYS[2]))
   if blocked_until and blocked_until > now then return {0, blocked_until - now} end
 end
-if cost == 0 then return {1, 0} end
+if cost == 0 and block == 0 then return {1, 0} end  -- a block check only
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local new_tat = tat + cost * interval
@@ -69,10 +70,16 @@ if cost > 0 and new_tat - tolerance > now then
   end
   return {0, new_tat - tolerance - now}
 end
-if new_tat <= now then
+if cost == 0 then
+  -- the charge was taken before: nothing to store
+elseif new_tat <= now then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+if block > 0 and KEYS[2] and new_tat + interval - tolerance > now then  -- no room left: spent
+  redis.call('SET', KEYS[2], string.format('%d', now + block), 'PX', math.ceil(block / 1000))
+  return {0, block}
 end
 return {1, 0}
 """
@@ -126,10 +133,22 @@ class RedisLimiter:
             return self._fail_acquire(hits)
         return self._acquire(hits)
 
-    def penalize(self, scope: str, key: str, rate: Rate, block_ms: int) -> float | Coroutine[Any, Any, float]:
+    def penalize(
+        self, scope: str, key: str, rate: Rate, block_ms: int, *, charged: bool = False
+    ) -> float | Coroutine[Any, Any, float]:
         if not self._redis_usable():
-            return self._fail_wait(lambda: self._fallback.penalize(scope, key, rate, block_ms))
-        return self._wait(scope, key, rate, 1, block_ms)
+            return self._fail_wait(lambda: self._fallback.penalize(scope, key, rate, block_ms, charged=charged))
+        return self._wait(scope, key, rate, 0 if charged else 1, block_ms)
+
+    def refund(self, scope: str, key: str, rate: Rate) -> None:
+        if not self._redis_usable():
+            # "local": the charge was most likely this process's too. If Redis failed in between,
+            # its unit there expires by itself, and this refund finds no debt here or gives back
+            # one this process holds: a key is never raised above its burst either way.
+            if self._mode == "local":
+                self._fallback.refund(scope, key, rate)
+            return
+        self._send_refunds([self._args(scope, key, rate, -1, 0, False)])
 
     def blocked(self, scope: str, key: str) -> float | Coroutine[Any, Any, float]:
         if not self._redis_usable():
@@ -174,15 +193,14 @@ class RedisLimiter:
                 worst, worst_wait = index, wait_us
         if worst < 0:
             return None
-        refunds = [
-            ("EVALSHA", _SHA, *self._args(scope, key, rate, -1, 0, False))
-            for (scope, key, rate), (admitted, _) in zip(hits, answers, strict=True)
-            if admitted
-        ]
-        if refunds:  # all or nothing: give back what the others admitted; nobody waits for it
-            future = self._redis.pipeline(refunds)
-            self._pending.add(future)
-            future.add_done_callback(self._refunded)
+        # All or nothing: give back what the others admitted.
+        self._send_refunds(
+            [
+                self._args(scope, key, rate, -1, 0, False)
+                for (scope, key, rate), (admitted, _) in zip(hits, answers, strict=True)
+                if admitted
+            ]
+        )
         return worst, max(worst_wait, 1) / 1000
 
     async def _wait(self, scope: str, key: str, rate: Rate, cost: int, block_ms: int) -> float:
@@ -190,11 +208,20 @@ class RedisLimiter:
             ((admitted, wait_us),) = await self._run([self._args(scope, key, rate, cost, block_ms, True)])
         except (RespError, _BadReply) as exc:
             self._failed(exc)
-            if cost:
-                return self._fail_wait(lambda: self._fallback.penalize(scope, key, rate, block_ms))
+            if cost or block_ms:  # a failure (cost 0: charged before), else a block check
+                charged = not cost
+                return self._fail_wait(lambda: self._fallback.penalize(scope, key, rate, block_ms, charged=charged))
             return self._fail_wait(lambda: self._fallback.blocked(scope, key))
         self._answered()
         return 0.0 if admitted else max(wait_us, 1) / 1000
+
+    def _send_refunds(self, calls: list[list[Arg]]) -> None:
+        """Send refunds in one pipeline that nobody waits for; ``close()`` lets them finish."""
+        if not calls:
+            return
+        future = self._redis.pipeline([("EVALSHA", _SHA, *args) for args in calls])
+        self._pending.add(future)
+        future.add_done_callback(self._refunded)
 
     def _refunded(self, future: asyncio.Future[list[Reply]]) -> None:
         self._pending.discard(future)
