@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "push": frozenset({"native"}),
     "public": frozenset({"native", "protection"}),
     "gateway": frozenset({"native", "io", "protection", "push", "public"}),
+    "workers": frozenset({"native", "io", "protection", "push", "public", "gateway"}),
     "client": frozenset({"native"}),
     "stub": frozenset({"native"}),
     "devtools": frozenset({"native"}),

@@ -74,8 +74,9 @@ def parse_url(text: str) -> str:
 
 
 def parse_redis_url(text: str) -> str:
-    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    """The scheme only; the client checks the rest when it is created (edgeward.io.redis.connect)."""
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix", "redis+cluster"):
+        raise ValueError("expected a redis://, rediss://, unix:// or redis+cluster:// URL")
     return text
 
 

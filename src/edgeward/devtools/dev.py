@@ -84,6 +84,7 @@ def _dev(args: argparse.Namespace) -> int:
     env.setdefault("EDGEWARD_BACKEND_PUSH_ADDR", str(stub_grpc))
     grpc_addr = Address.parse(env.setdefault("EDGEWARD_GRPC_ADDR", "127.0.0.1:50051"))
     public_addr = Address.parse(env.setdefault("EDGEWARD_PUBLIC_HTTP_ADDR", "127.0.0.1:8080"))
+    env.setdefault("EDGEWARD_WORKERS", "1")  # one gateway process to read logs from; set it to try worker mode
     signal.signal(signal.SIGTERM, _raise_interrupt)
     children: list[subprocess.Popen[bytes]] = []
     try:

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from edgeward.gateway.routes import RouteTable
 from edgeward.gateway.settings import GatewaySettings
-from edgeward.io.resp import RespConnection
+from edgeward.io.redis import RedisClient, connect
 from edgeward.protection.budgets import CommandBudgets
 from edgeward.protection.client_address import TrustedProxies
 from edgeward.protection.limiter import Limiter, MemoryLimiter
@@ -43,14 +43,12 @@ class EdgeProtection:
     ) -> None:
         """``clock`` (ms) replaces both the in-process clock and Redis TIME; for tests."""
         memory = MemoryLimiter(clock) if clock else MemoryLimiter()
-        self._redis: RespConnection | None = None
+        self._redis: RedisClient | None = None
         self._shared: tuple[RedisLimiter, ...] = ()
         commands: Limiter = memory
         public: Limiter = memory
         if settings.limiter_redis_url:
-            self._redis = RespConnection(
-                settings.limiter_redis_url, socket_timeout_ms=settings.limiter_redis_timeout_ms
-            )
+            self._redis = connect(settings.limiter_redis_url, socket_timeout_ms=settings.limiter_redis_timeout_ms)
             retry_ms = settings.limiter_redis_retry_ms
             commands = RedisLimiter(
                 self._redis, failure_mode=settings.limiter_on_redis_error, retry_ms=retry_ms, fallback=memory,

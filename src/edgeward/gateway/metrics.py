@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 from edgeward.native import loader
 
 if TYPE_CHECKING:
+    from edgeward.gateway.session_events import SessionEventConsumer
+    from edgeward.gateway.session_source import RedisSessionSource
     from edgeward.protection.connections import ConnectionGuard
     from edgeward.push.dispatcher import PushDispatcher
     from edgeward.push.hub import PushHub
@@ -69,6 +71,10 @@ class GatewayMetrics:
         """Export the push hub's and the dispatcher's counters."""
         self.registry.register(_PushCollector(hub, dispatcher))
 
+    def watch_redis_sessions(self, source: RedisSessionSource, consumer: SessionEventConsumer) -> None:
+        """Export the Redis session source's and its events consumer's counters (docs/sessions.md)."""
+        self.registry.register(_RedisSessionsCollector(source, consumer))
+
     def watch_connections(self, guards: Mapping[str, ConnectionGuard]) -> None:
         """Export the HTTP listeners' connection counters, labelled by listener name."""
         self.registry.register(_ConnectionCollector(guards))
@@ -105,6 +111,35 @@ class _ConnectionCollector(Collector):
             for phase in ("header", "idle"):
                 timeouts.add_metric((name, phase), guard.timeouts[phase])
         yield from (open_now, limit, refused, timeouts)
+
+
+class _RedisSessionsCollector(Collector):
+    def __init__(self, source: RedisSessionSource, consumer: SessionEventConsumer) -> None:
+        self._source = source
+        self._consumer = consumer
+
+    def collect(self) -> Iterator[Metric]:
+        consumer = self._consumer
+        yield CounterMetricFamily(
+            "edgeward_session_source_fallbacks", "Session keys missing in Redis, answered by backend REST.",
+            value=self._source.fallbacks,
+        )
+        yield GaugeMetricFamily(
+            "edgeward_session_events_connected", "1 while the Redis session events stream is being read.",
+            value=1 if consumer.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "edgeward_session_events_applied", "Session snapshots read from the Redis stream and applied.",
+            value=consumer.applied,
+        )
+        yield CounterMetricFamily(
+            "edgeward_session_events_malformed", "Redis stream entries that were not snapshots: skipped.",
+            value=consumer.malformed,
+        )
+        yield CounterMetricFamily(
+            "edgeward_session_events_reconnects", "Reads of the Redis session events stream re-established.",
+            value=consumer.reconnects,
+        )
 
 
 class _PushCollector(Collector):

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edgeward.clock import monotonic_ms
-from edgeward.io.resp import ConnectionLost, RespConnection, RespError
+from edgeward.io.redis import connect
+from edgeward.io.resp import ConnectionLost, RespError
 from edgeward.reasons import Reason, Rejection
 
 __all__ = (
@@ -165,7 +166,7 @@ class RedisReplayStore:
     ) -> None:
         if socket_timeout_ms <= 0:
             raise ValueError("socket_timeout_ms must be positive")
-        self._redis = RespConnection(url, socket_timeout_ms=socket_timeout_ms)
+        self._redis = connect(url, socket_timeout_ms=socket_timeout_ms)  # one node, or a redis+cluster:// URL
         self._prefix = key_prefix
         self._errors = 0
         self._closed = False

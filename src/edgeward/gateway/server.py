@@ -1,16 +1,20 @@
 """Assembles a gateway from its settings and runs it: start and stop ordering live here.
 
 Start: backend client, replay store, the listeners (gRPC, public HTTP, admin), then the backend
-push dispatcher. Each HTTP listener's connections pass a ``ConnectionGuard`` (timeouts, caps; the
-public listener's total cap also leaves ``fd_reserve`` descriptors of the soft RLIMIT_NOFILE to
+push dispatcher and, with the Redis session source, its events consumer (docs/sessions.md).
+Each HTTP listener's connections pass a ``ConnectionGuard`` (timeouts, caps; the public
+listener's total cap also leaves ``fd_reserve`` descriptors of the soft RLIMIT_NOFILE to
 gRPC and the clients). A listener that cannot bind raises ``ListenError``.
 Stop (docs/push.md): readiness goes false and new calls get ``shutting_down``; the push hub
 closes, so every open stream ends with ``shutting_down`` rather than holding the grace period;
 the gRPC server stops with a grace period for calls in flight, and shortly before the grace ends
 every command still running is answered ``shutting_down`` (it may have reached the backend); then
-the HTTP listeners; then the
-clients: push dispatcher, session cache, backend client and replay store, so nothing in flight
-loses its dependencies (invalidations keep arriving while commands finish).
+the HTTP listeners; then the clients: push dispatcher, session events consumer, session cache,
+Redis session source, backend client and replay store, so nothing in flight loses its
+dependencies (invalidations keep arriving while commands finish).
+Under ``edgeward serve --workers N`` (docs/workers.md) the gRPC and public listeners share their
+ports (``reuse_port``), and a worker retired by a rolling restart stops with ``rolling=True``:
+it serves the calls that still arrive instead of refusing them, while GOAWAY moves its clients.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import resource
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -33,8 +38,11 @@ from edgeward.gateway.metrics import GatewayMetrics
 from edgeward.gateway.pipeline import CommandExecutor, RequestVerifier, SubscriptionOpener
 from edgeward.gateway.replay import open_replay_store
 from edgeward.gateway.routes import load_route_table
-from edgeward.gateway.session_cache import SessionCache
+from edgeward.gateway.session_cache import SessionCache, SessionSource
+from edgeward.gateway.session_events import DEFAULT_BLOCK_MS, SessionEventConsumer
+from edgeward.gateway.session_source import RedisSessionSource
 from edgeward.gateway.settings import GatewaySettings
+from edgeward.io.redis import connect as connect_redis
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import load_signer
 from edgeward.protection.connections import ConnectionGuard, ConnectionLimits, GuardedSite
@@ -55,10 +63,13 @@ _ENVELOPE_OVERHEAD_BYTES = 4096
 _CUT_BEFORE_GRACE_END_S = 0.5
 
 
-def _grpc_options(settings: GatewaySettings) -> list[tuple[str, int]]:
-    """Server options; the keepalive ones keep long-lived streams alive behind load balancers."""
+def _grpc_options(settings: GatewaySettings, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """Server options; the keepalive ones keep long-lived streams alive behind load balancers.
+
+    ``reuse_port`` only for a worker (docs/workers.md): otherwise a port in use is an error, not a shared listener.
+    """
     options = [
-        ("grpc.so_reuseport", 0),  # a port already in use is an error, not a shared listener
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.max_receive_message_length", settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES),
         # Pings on idle connections: a load balancer or NAT sees traffic before its idle timeout,
         # and a client that vanished is noticed (its streams end, its caps are freed).
@@ -112,21 +123,58 @@ def _signer_from(settings: GatewaySettings) -> Signer:
     return signer
 
 
+def _redis_session_source(settings: GatewaySettings, backend: BackendClient) -> RedisSessionSource | None:
+    """The Redis session source (docs/sessions.md); None when cache misses go to backend REST."""
+    if settings.session_source != "redis" or not settings.redis_url:  # the settings refuse redis without a URL
+        return None
+    # Session reads share one auto-pipelining client (one connection per node on a cluster).
+    redis = connect_redis(settings.redis_url, socket_timeout_ms=settings.session_redis_timeout_ms)
+    return RedisSessionSource(redis, backend.get_session if settings.session_source_fallback == "backend" else None)
+
+
+def _session_events(settings: GatewaySettings, sessions: SessionCache, hub: PushHub) -> SessionEventConsumer | None:
+    """The consumer of the Redis session events stream, with the Redis session source only."""
+    if settings.session_source != "redis" or not settings.redis_url:
+        return None
+    # A client of its own, whose reply timeout exceeds the XREAD block time: a blocking read would
+    # hold every command queued behind it on a shared connection.
+    redis = connect_redis(
+        settings.redis_url,
+        socket_timeout_ms=DEFAULT_BLOCK_MS + settings.session_redis_timeout_ms,
+        connect_timeout_ms=settings.session_redis_timeout_ms,
+    )
+    backoff = Backoff(settings.push_reconnect_initial_ms, settings.push_reconnect_max_ms)
+    return SessionEventConsumer(redis, sessions, hub, backoff)
+
+
 class Gateway:
     """One gateway instance. Ports given as 0 are bound to free ports, readable after start()."""
 
     def __init__(
-        self, settings: GatewaySettings, signer: Signer | None = None, limiter_clock: Callable[[], float] | None = None
+        self,
+        settings: GatewaySettings,
+        signer: Signer | None = None,
+        limiter_clock: Callable[[], float] | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
-        """``limiter_clock`` (ms) drives every rate limit instead of the real clocks; for tests."""
+        """``limiter_clock`` (ms) drives every rate limit instead of the real clocks; for tests.
+
+        ``reuse_port``: the gRPC and public HTTP listeners share their ports with the host's other
+        workers (SO_REUSEPORT; docs/workers.md).
+        """
         self.settings = settings
+        self.reuse_port = reuse_port
+        self._stopping = False
         self.signer = signer or _signer_from(settings)
         self.metrics = GatewayMetrics()
         self.routes = load_route_table(settings.routes_file)
         self.backend = BackendClient(settings.backend_base_url, settings.backend_timeout_ms)
         self.replay = open_replay_store(settings.redis_url, settings.replay_memory_max_entries)
+        self.session_source = _redis_session_source(settings, self.backend)
+        fetch: SessionSource = self.backend.get_session if self.session_source is None else self.session_source.fetch
         self.sessions = SessionCache(
-            self.backend.get_session,
+            fetch,
             max_entries=settings.session_cache_size,
             ttl_ms=settings.session_cache_ttl_ms,
             negative_ttl_ms=settings.session_negative_ttl_ms,
@@ -156,6 +204,9 @@ class Gateway:
             keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
         )
         self.metrics.watch_push(self.hub, self.dispatcher)
+        self.session_events = _session_events(settings, self.sessions, self.hub)
+        if self.session_source is not None and self.session_events is not None:
+            self.metrics.watch_redis_sessions(self.session_source, self.session_events)
         self.public_guard, self.admin_guard = _http_guards(settings)
         self.metrics.watch_connections({"public": self.public_guard, "admin": self.admin_guard})
         self.service = GatewayService(
@@ -178,7 +229,7 @@ class Gateway:
 
     async def _start(self) -> None:
         await self.backend.start()
-        self._grpc = grpc.aio.server(options=_grpc_options(self.settings))
+        self._grpc = grpc.aio.server(options=_grpc_options(self.settings, self.reuse_port))
         self._grpc.add_generic_rpc_handlers((self.service.handler(),))
         try:
             self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
@@ -196,13 +247,15 @@ class Gateway:
             body_timeout_s=self.settings.http_body_timeout_ms / 1000,
         )
         self.public_http_port = await self._serve_http(
-            "public HTTP", public, self.settings.public_http_addr, self.public_guard
+            "public HTTP", public, self.settings.public_http_addr, self.public_guard, reuse_port=self.reuse_port
         )
-        admin = make_admin_app(self.metrics, self._readiness, lambda: {"push": self.dispatcher.status()})
+        admin = make_admin_app(self.metrics, self._readiness, self._report)
         self.admin_http_port = await self._serve_http(
             "admin HTTP", admin, self.settings.admin_http_addr, self.admin_guard
         )
         self.dispatcher.start()
+        if self.session_events is not None:
+            self.session_events.start()
         log.info(
             "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
             self.settings.grpc_addr.host, self.grpc_port,
@@ -215,13 +268,18 @@ class Gateway:
         """Report not ready and answer new calls with shutting_down; calls in flight finish."""
         self.service.accepting = False
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None, *, rolling: bool = False) -> None:
         """Stop in order; ``grace`` (seconds, default the shutdown_grace_ms setting) bounds calls in flight.
 
+        ``rolling`` is a worker's retirement in a rolling restart (docs/workers.md): readiness goes
+        false, but calls that still arrive are served rather than refused with ``shutting_down``;
+        the listeners close and gRPC's GOAWAY sends the clients to the other workers.
         Safe to call twice, and after a failed start.
         """
         grace_s = self.settings.shutdown_grace_ms / 1000 if grace is None else grace
-        self.begin_drain()
+        self._stopping = True
+        if not rolling:
+            self.begin_drain()
         ended = self.hub.close()  # before the graceful stop (§4): streams would hold the grace period
         if ended:
             log.info("ended %d open streams with shutting_down", ended)
@@ -238,28 +296,42 @@ class Gateway:
             await runner.cleanup()
         self._runners.clear()
         await self.dispatcher.close()
+        if self.session_events is not None:
+            await self.session_events.close()
         await self.sessions.close()
+        if self.session_source is not None:
+            await self.session_source.close()
         await self.backend.close()
         await self.replay.close()
         await self.protection.close()
 
-    async def _serve_http(self, listener: str, app: web.Application, addr: Address, guard: ConnectionGuard) -> int:
+    async def _serve_http(
+        self, listener: str, app: web.Application, addr: Address, guard: ConnectionGuard, *, reuse_port: bool = False
+    ) -> int:
         app.middlewares.append(guard.middleware)
         idle_s = self.settings.http_idle_timeout_ms / 1000
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=idle_s)
         await runner.setup()
         self._runners.append(runner)
-        site = GuardedSite(runner, addr.host, addr.port, guard)
+        site = GuardedSite(runner, addr.host, addr.port, guard, reuse_port=reuse_port)
         try:
             await site.start()
         except OSError as exc:
             raise ListenError(listener, str(addr), exc) from None
         return site.port
 
+    def _report(self) -> dict[str, Any]:
+        """/readyz's informative members: the feeds of session changes, which never gate readiness."""
+        report: dict[str, Any] = {"push": self.dispatcher.status()}
+        if self.session_events is not None:
+            report["session_events"] = self.session_events.status()
+        return report
+
     async def _readiness(self) -> dict[str, bool]:
         self.metrics.session_fetches.set(self.sessions.backend_fetches)
         self.metrics.sessions_cached.set(len(self.sessions))
-        return {"accepting": self.service.accepting, "replay_store": await self.replay.ping()}
+        accepting = self.service.accepting and not self._stopping
+        return {"accepting": accepting, "replay_store": await self.replay.ping()}
 
 
 async def run_gateway(settings: GatewaySettings) -> None:

@@ -7,9 +7,11 @@ reads and checks them, shared with the stub backend's settings.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from edgeward.config import (
     Address,
+    ConfigError,
     int_in,
     parse_bool,
     parse_log_level,
@@ -23,6 +25,16 @@ from edgeward.protection.client_address import TrustedProxies
 from edgeward.protection.limiter import parse_failure_mode
 
 __all__ = ("GatewaySettings",)
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(choices)}")
+        return value
+
+    return parse
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,6 +63,16 @@ class GatewaySettings:
     session_cache_size: int = setting(100_000, int_in(1, 100_000_000), "device sessions kept in memory")
     session_cache_ttl_ms: int = setting(60_000, int_in(100, 86_400_000), "how long a session record is trusted")
     session_negative_ttl_ms: int = setting(5_000, int_in(0, 3_600_000), "how long an unknown id is remembered")
+    # Session source (docs/sessions.md): where a session-cache miss is read.
+    session_source: str = setting(
+        "backend", _one_of("backend", "redis"), "backend REST, or redis: the projection in EDGEWARD_REDIS_URL"
+    )
+    session_source_fallback: str = setting(
+        "backend", _one_of("backend", "none"), "session_source=redis, key missing: ask backend REST, or none"
+    )
+    session_redis_timeout_ms: int = setting(
+        1_000, int_in(10, 60_000), "connect and reply timeout of session reads in Redis (beyond XREAD's block)"
+    )
     replay_memory_max_entries: int = setting(
         1_000_000, int_in(1, 100_000_000), "capacity of the embedded replay store"
     )
@@ -156,4 +178,15 @@ class GatewaySettings:
     backend_push_keepalive_ms: int = setting(
         300_000, int_in(10_000, 7_200_000), "ping the backend push connection when idle this long"
     )
+    # Workers (docs/workers.md): gateway processes of one host under a supervisor, sharing the ports.
+    workers: int | None = setting(
+        None, int_in(1, 1024), "gateway processes; unset: the usable CPUs with EDGEWARD_REDIS_URL, else 1"
+    )
     log_level: str = setting("INFO", parse_log_level, "DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        """Checks across settings, reported like a bad value (``edgeward serve`` exits with status 2)."""
+        if self.session_source == "redis" and not self.redis_url:
+            raise ConfigError(
+                ["EDGEWARD_SESSION_SOURCE='redis' needs EDGEWARD_REDIS_URL (the Redis holding the session projection)"]
+            )

@@ -196,14 +196,22 @@ class _GuardedProtocol(asyncio.Protocol):
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections pass ``guard`` (aiohttp's ``TCPSite`` with a wrapped protocol)."""
+    """A TCP site whose connections pass ``guard`` (aiohttp's ``TCPSite`` with a wrapped protocol).
 
-    __slots__ = ("_bound_port", "_guard", "_host", "_port")
+    ``reuse_port`` binds with SO_REUSEPORT, so the workers of one host share the port and the kernel
+    spreads their connections (docs/workers.md); off, a port already in use is an error.
+    """
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard, **kwargs: Any) -> None:
+    __slots__ = ("_bound_port", "_guard", "_host", "_port", "_reuse_port")
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard, *, reuse_port: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(runner, **kwargs)
         self._host, self._port, self._guard = host, port, guard
         self._bound_port = port
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -224,7 +232,7 @@ class GuardedSite(web.BaseSite):
             self._host,
             self._port,
             reuse_address=True,
-            reuse_port=False,  # a port already in use is an error, not a shared listener
+            reuse_port=self._reuse_port,
             backlog=self._backlog,
         )
         sockets = self._server.sockets

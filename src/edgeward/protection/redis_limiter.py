@@ -31,7 +31,8 @@ from typing import Any
 
 import hiredis
 
-from edgeward.io.resp import Arg, Reply, RespConnection, RespError
+from edgeward.io.redis import RedisClient
+from edgeward.io.resp import Arg, Reply, RespError
 from edgeward.protection.limiter import FAILURE_MODES, Hit, Limit, LimiterUnavailable, MemoryLimiter, Rate, Verdict
 
 __all__ = ("KEY_PREFIX", "SCRIPT", "RedisLimiter", "limit_key")
@@ -101,7 +102,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        redis: RespConnection,
+        redis: RedisClient,
         *,
         failure_mode: str = "open",
         retry_ms: int = 1000,
