@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ import aiohttp
 import grpc
 import pytest
 
-from edgeward.client import GatewayError, error_from_rpc, login_with_stub_mailbox
+from edgeward.client import CHANNEL_OPTIONS, GatewayError, error_from_rpc, login_with_stub_mailbox
 from edgeward.devtools.ports import free_port
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
@@ -40,15 +39,8 @@ pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
 
 WAIT_S = 60.0
 SETSID = shutil.which("setsid") or "/usr/bin/setsid"
-# What docs/workers.md asks of a client for rolling restarts: retry calls the server never started.
-RETRY_POLICY = {
-    "name": [{"service": "edgeward.v1.EdgeGateway"}],
-    "retryPolicy": {
-        "maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s", "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
-    },
-}
-RETRYING = [("grpc.service_config", json.dumps({"methodConfig": [RETRY_POLICY]}))]
+# What docs/workers.md asks of a client for rolling restarts, as the SDK's channels do it.
+RETRYING = list(CHANNEL_OPTIONS)
 
 
 class Host:

@@ -6,6 +6,7 @@ The device key is a ``Signer`` (``load_signer`` reads a key file written by ``ed
 """
 
 from edgeward.client.sdk import (
+    CHANNEL_OPTIONS,
     SUBSCRIBE_MESSAGE_TYPE,
     AuthError,
     CommandResult,
@@ -27,6 +28,7 @@ from edgeward.native.crypto import Signer
 from edgeward.native.keys import KeyFileError, load_signer, save_signer
 
 __all__ = (
+    "CHANNEL_OPTIONS",
     "SUBSCRIBE_MESSAGE_TYPE",
     "AuthError",
     "CommandResult",

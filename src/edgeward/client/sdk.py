@@ -31,6 +31,7 @@ from edgeward.native.envelope import PROTOCOL_VERSION
 from edgeward.native.signing import event_signing_input, request_signing_input, response_signing_input
 
 __all__ = (
+    "CHANNEL_OPTIONS",
     "SUBSCRIBE_MESSAGE_TYPE",
     "AuthError",
     "CommandResult",
@@ -50,6 +51,30 @@ __all__ = (
 )
 
 SUBSCRIBE_MESSAGE_TYPE = "gateway.subscribe"
+# Channel options every client of the gateway should use: gRPC retries a call the server never
+# started (UNAVAILABLE, or CANCELLED by a worker retiring in a rolling restart: docs/workers.md).
+# A resent signed request is never run twice: a reserved request id is answered replayed_request.
+CHANNEL_OPTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "grpc.service_config",
+        orjson.dumps(
+            {
+                "methodConfig": [
+                    {
+                        "name": [{"service": "edgeward.v1.EdgeGateway"}],
+                        "retryPolicy": {
+                            "maxAttempts": 3,
+                            "initialBackoff": "0.01s",
+                            "maxBackoff": "0.1s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+                        },
+                    }
+                ]
+            }
+        ).decode(),
+    ),
+)
 _EXECUTE = "/edgeward.v1.EdgeGateway/ExecuteCommand"
 _SUBSCRIBE = "/edgeward.v1.EdgeGateway/SubscribeEvents"
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -265,9 +290,9 @@ class EdgewardClient:
         # Opened lazily: a grpc.aio channel binds to the running event loop.
         if self._channel is None:
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(self.grpc_target)
+                self._channel = grpc.aio.insecure_channel(self.grpc_target, options=CHANNEL_OPTIONS)
             else:
-                self._channel = grpc.aio.secure_channel(self.grpc_target, self._credentials)
+                self._channel = grpc.aio.secure_channel(self.grpc_target, self._credentials, options=CHANNEL_OPTIONS)
         return self._channel
 
     def _sign(self, message_type: str, payload: bytes, trace_id: str, request_id: str | None,
