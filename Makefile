@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python -m pytest bench -s -p no:cacheprovider --benchmark-columns=min,median,max,rounds || status=1; \
 	$(BIN)/python -m bench.e2e || status=1; \
 	$(BIN)/python -m bench.push || status=1; \
+	$(BIN)/python -m bench.workers || status=1; \
 	exit $$status
 
 lint: install
