@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.files import atomic_write
 
 __all__ = (
     "GATEWAY_SEED",
@@ -65,7 +66,7 @@ class Stub:
 
     def __init__(self, state_dir: Path) -> None:
         key_file = state_dir / "gateway.key"
-        key_file.write_text(base64.b64encode(GATEWAY_SEED).decode() + "\n")
+        atomic_write(key_file, base64.b64encode(GATEWAY_SEED) + b"\n")  # 0600: a key file, as keygen writes it
         self.http_port, grpc_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
