@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the project needs: redis-server (replay store, tests), libsodium-dev (native crypto).
 SYSTEM_PACKAGES := redis-server libsodium-dev pkg-config
 
-.PHONY: all install deps run test bench lint proto clean
+.PHONY: all install deps run test bench loadtest fuzz lint proto clean
 
 all: test
 
@@ -49,6 +49,26 @@ bench: install
 	$(BIN)/python -m bench.e2e || status=1; \
 	$(BIN)/python -m bench.push || status=1; \
 	$(BIN)/python -m bench.workers || status=1; \
+	$(BIN)/python -m bench.latency || status=1; \
+	exit $$status
+
+# Locust, headless, against a stack of its own (or the EDGEWARD_LOADTEST_* target); fails on a
+# budget of loadtest/budgets.toml. LOADTEST_ARGS picks the shape: --shape steps, --users 50.
+loadtest: install
+	$(BIN)/python -m loadtest $(LOADTEST_ARGS)
+
+# Coverage-guided fuzzing (docs/fuzzing.md): each target for FUZZ_SECONDS on a corpus that grows
+# in build/fuzz/corpus/; findings go to build/fuzz/artifacts/. Every target runs; any finding fails.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= envelope envelope_wire public resp http11
+fuzz: install
+	$(BIN)/python tests/fuzz/seeds.py build/fuzz/corpus
+	@mkdir -p build/fuzz/artifacts; status=0; \
+	for target in $(FUZZ_TARGETS); do \
+		echo "fuzz_$$target: $(FUZZ_SECONDS) s"; \
+		$(BIN)/python tests/fuzz/fuzz_$$target.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/$$target- build/fuzz/corpus/$$target || status=1; \
+	done; \
 	exit $$status
 
 lint: install

@@ -213,8 +213,8 @@ class _Connection(asyncio.Protocol):
             self.lost.set_result(None)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            if exc is None and self._headers_done and not self._framed and not self._head_only:
-                self._complete()  # a close-delimited body ends here
+            if exc is None and self._headers_done and not self._framed and not self._head_only and self._status >= 200:
+                self._complete()  # a close-delimited body ends here (a 1xx is never the answer)
             else:
                 why = f"connection closed: {type(exc).__name__}" if exc else "connection closed by the server"
                 self._settle(ConnectionClosedError(why, response_started=self._started))
@@ -241,7 +241,10 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         self._status = self._parser.get_status_code()
-        if self._head_only:
+        if self._status < 100:  # llhttp takes any three digits; RFC 9110 §15 starts at 1xx
+            self._fail(ProtocolError(f"invalid HTTP answer: status {self._status}"))
+            raise _Stop
+        if self._head_only and self._status >= 200:  # a 1xx is interim: the answer follows
             # llhttp cannot be told that an answer to HEAD has no body: settle now and drop the
             # connection rather than mis-parse what follows.
             self._complete()

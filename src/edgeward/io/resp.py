@@ -47,6 +47,10 @@ Arg = bytes | str | int | float | memoryview
 Reply = bytes | int | None | list["Reply"] | hiredis.ReplyError
 # The stub types the argument as a 1-tuple; it packs any number of arguments.
 _pack = cast(Callable[[Sequence[Arg]], bytes], hiredis.pack_command)
+# What ``Reader.gets`` returns while no reply is complete. hiredis's default is False, which is
+# also its reply to a RESP3 boolean (``#f``): a server sending one would have that reply dropped
+# and every later reply matched to the command before its own (tests/fuzz, docs/fuzzing.md).
+_INCOMPLETE = object()
 
 
 class RespError(Exception):
@@ -136,7 +140,7 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
         self._timeout = timeout
-        self._reader = hiredis.Reader()
+        self._reader = hiredis.Reader(notEnoughData=_INCOMPLETE)
         self._waiting: collections.deque[_Unit] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -163,10 +167,10 @@ class _Protocol(asyncio.Protocol):
         while True:
             try:
                 reply = self._reader.gets()
-            except hiredis.ProtocolError as exc:
+            except (hiredis.ProtocolError, TypeError) as exc:  # TypeError: a RESP3 map keyed by an aggregate
                 self.fail(ConnectionLost(f"Redis protocol error: {exc}"), abort=True)
                 return
-            if reply is False:  # no complete reply yet (RESP2 has no boolean replies)
+            if reply is _INCOMPLETE:
                 return
             if not waiting:
                 self.fail(ConnectionLost("Redis sent a reply nobody asked for"), abort=True)

@@ -76,7 +76,7 @@ def decode_request(data: bytes, max_payload_bytes: int, kind: str = "execute") -
     msg = _REQUEST_TYPES[kind]()
     try:
         msg.ParseFromString(data)
-    except DecodeError:
+    except (DecodeError, UnicodeDecodeError):  # the second from protobuf's pure-Python backend (bad UTF-8)
         raise _invalid("message", "not a decodable protobuf message") from None
     if not msg.HasField("envelope"):
         raise _invalid("envelope", "missing")
