@@ -69,3 +69,12 @@ def test_pages_are_summed_sample_by_sample_without_created_times() -> None:
     assert samples[("edgeward_request_duration_seconds_sum", (("rpc", "ExecuteCommand"),))] == 1.0
     assert not [name for name, _ in samples if name.endswith("_created")]
     assert metrics["edgeward_requests"].type == "counter"
+
+
+def test_process_start_times_are_dropped_and_other_process_series_summed() -> None:
+    page = (
+        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %d\n"
+        "# TYPE process_open_fds gauge\nprocess_open_fds %d\n"
+    )
+    samples = {s.name: s.value for m in sum_metrics([page % (1.7e9, 20), page % (1.8e9, 30)]) for s in m.samples}
+    assert samples == {"process_open_fds": 50}

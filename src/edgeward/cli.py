@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from edgeward import __version__
 from edgeward.client import cli as client_cli
 from edgeward.config import ConfigError, add_arguments, load
-from edgeward.devtools import dev, doctor
+from edgeward.devtools import dev, doctor, healthcheck
 from edgeward.gateway.server import run_gateway
 from edgeward.gateway.settings import GatewaySettings
 from edgeward.runtime import EXIT_CANNOT_LISTEN, ListenError, configure_logging, run
@@ -43,10 +43,12 @@ def _serve(args: argparse.Namespace) -> int:
         except plan.Refused as exc:
             print(f"edgeward serve: {exc}", file=sys.stderr)
             return 2
-    configure_logging(settings.log_level)
+    # REPORT,LIFELINE,INDEX: the worker's two pipes and its slot (edgeward.workers.supervisor).
+    pipes = [int(n) for n in args.worker_pipes.split(",")] if args.worker_pipes is not None else None
+    configure_logging(settings.log_level, settings.log_format, pipes[2] if pipes is not None else None)
     try:
-        if args.worker_pipes is not None:
-            report_fd, lifeline_fd = (int(fd) for fd in args.worker_pipes.split(","))
+        if pipes is not None:
+            report_fd, lifeline_fd = pipes[0], pipes[1]
             run(run_worker(plan.for_worker(settings), report_fd, lifeline_fd))
         elif count > 1:
             return run(Supervisor(settings, count, _setting_flags(args)).run())
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     dev.add_parser(sub)
     doctor.add_parser(sub)
+    healthcheck.add_parser(sub)
     stub_cli.add_parser(sub)
     client_cli.add_parsers(sub)
     return parser

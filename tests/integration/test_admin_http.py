@@ -97,7 +97,8 @@ async def test_metrics_of_streams_and_push(
     assert "edgeward_streams_open 1.0" in text
     assert "edgeward_events_delivered_total 2.0" in text  # server_time, then the event
     assert "edgeward_events_signed_total 1.0" in text and "edgeward_push_connected 1.0" in text
-    assert "edgeward_slow_consumers_total 0.0" in text and "edgeward_push_reconnects_total 0.0" in text
+    assert 'edgeward_streams_ended_total{reason="slow_consumer"} 0.0' in text
+    assert "edgeward_push_reconnects_total 0.0" in text
     stream.cancel()
     await eventually(lambda: len(gateway.hub) == 0, "the cancelled stream to be unregistered")
     text = (await _get(gateway, "/metrics"))[1]

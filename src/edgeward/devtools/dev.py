@@ -5,6 +5,7 @@ machine's shared 6379; without it the gateway uses its embedded replay store), t
 backend, and the gateway signing with a key kept in the state folder, whose public key is
 written beside it for ``edgeward call``. Ctrl-C (or SIGTERM) stops all of them; if one child
 dies, the others are stopped too. Listener addresses follow the usual ``EDGEWARD_*`` variables.
+The children log text lines rather than ``serve``'s JSON, unless ``EDGEWARD_LOG_FORMAT`` is set.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def _dev(args: argparse.Namespace) -> int:
     grpc_addr = Address.parse(env.setdefault("EDGEWARD_GRPC_ADDR", "127.0.0.1:50051"))
     public_addr = Address.parse(env.setdefault("EDGEWARD_PUBLIC_HTTP_ADDR", "127.0.0.1:8080"))
     env.setdefault("EDGEWARD_WORKERS", "1")  # one gateway process to read logs from; set it to try worker mode
+    env.setdefault("EDGEWARD_LOG_FORMAT", "text")  # a person reads these; json is for a log pipeline
     signal.signal(signal.SIGTERM, _raise_interrupt)
     children: list[subprocess.Popen[bytes]] = []
     try:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import orjson
+from prometheus_client import Histogram
 
 from edgeward.clock import now_ms
 from edgeward.gateway.backend import BackendClient, CommandContext
@@ -58,9 +60,11 @@ class RequestVerifier:
         *,
         max_payload_bytes: int,
         freshness_window_ms: int,
+        replay_timer: Histogram,
         clock: Callable[[], int] = now_ms,
         guard: PreAuthGuard | None = None,
     ) -> None:
+        """``replay_timer`` observes each reservation's latency (edgeward_replay_reservation_duration_seconds)."""
         self._sessions = sessions
         self._replay = replay
         self._budgets = budgets
@@ -70,6 +74,7 @@ class RequestVerifier:
         self._freshness_window_ms = freshness_window_ms
         # Reservations outlive the freshness window on both sides of the gateway clock.
         self._replay_ttl_ms = 2 * freshness_window_ms
+        self._replay_timer = replay_timer
         self._clock = clock
 
     async def verify(self, data: bytes, client_ip: str, kind: str = "execute") -> VerifiedRequest:
@@ -105,7 +110,12 @@ class RequestVerifier:
                 f"timestamp_ms is {req.timestamp_ms - now} ms from the gateway clock",
                 metadata={"server_time_ms": str(now)},
             )
-        if not await self._replay.reserve(req.device_session_id, req.request_id, self._replay_ttl_ms):
+        started = time.perf_counter()
+        try:
+            first_seen = await self._replay.reserve(req.device_session_id, req.request_id, self._replay_ttl_ms)
+        finally:
+            self._replay_timer.observe(time.perf_counter() - started)
+        if not first_seen:
             raise Rejection(Reason.REPLAYED_REQUEST)  # step 6
         pending = self._budgets.charge(client_ip, req.device_session_id, session.user_id, req.message_type)
         if pending is not None:  # step 7; None when the in-process limiter decided at once
@@ -122,11 +132,14 @@ class CommandExecutor:
         routes: RouteTable,
         backend: BackendClient,
         signer: Signer,
+        backend_timers: Mapping[str, Histogram],
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        """``backend_timers``: per message type of ``routes``, its backend latency histogram's child."""
         self._verifier = verifier
         self._routes = routes
         self._backend = backend
+        self._backend_timers = backend_timers
         self._signer = signer
         self._clock = clock
 
@@ -137,17 +150,21 @@ class CommandExecutor:
         route = self._routes.get(req.message_type)  # step 8
         if route is None:
             raise Rejection(Reason.UNKNOWN_MESSAGE_TYPE, req.message_type)
-        answer = await self._backend.forward(
-            route,
-            req.payload,
-            CommandContext(
-                user_id=verified.session.user_id,
-                device_session_id=req.device_session_id,
-                request_id=req.request_id,
-                message_type=req.message_type,
-                trace_id=req.trace_id,
-            ),
-        )
+        started = time.perf_counter()
+        try:
+            answer = await self._backend.forward(
+                route,
+                req.payload,
+                CommandContext(
+                    user_id=verified.session.user_id,
+                    device_session_id=req.device_session_id,
+                    request_id=req.request_id,
+                    message_type=req.message_type,
+                    trace_id=req.trace_id,
+                ),
+            )
+        finally:  # timeouts and failures are latencies too
+            self._backend_timers[req.message_type].observe(time.perf_counter() - started)
         response = encode_response(
             self._signer, req.request_id, req.trace_id, answer.result_code, answer.body, self._clock()
         )

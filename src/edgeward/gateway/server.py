@@ -5,8 +5,11 @@ push dispatcher and, with the Redis session source, its events consumer (docs/se
 Each HTTP listener's connections pass a ``ConnectionGuard`` (timeouts, caps; the public
 listener's total cap also leaves ``fd_reserve`` descriptors of the soft RLIMIT_NOFILE to
 gRPC and the clients). A listener that cannot bind raises ``ListenError``.
-Stop (docs/push.md): readiness goes false and new calls get ``shutting_down``; the push hub
-closes, so every open stream ends with ``shutting_down`` rather than holding the grace period;
+The gRPC port also serves ``grpc.health.v1``, kept in step with readiness by ``GatewayHealth``
+(docs/operations.md), and, with ``grpc_reflection``, server reflection.
+Stop (docs/push.md): readiness goes false (health NOT_SERVING at once) and new calls get
+``shutting_down``; the push hub closes, so every open stream ends with ``shutting_down`` rather
+than holding the grace period;
 the gRPC server stops with a grace period for calls in flight, and shortly before the grace ends
 every command still running is answered ``shutting_down`` (it may have reached the backend); then
 the HTTP listeners; then the clients: push dispatcher, session events consumer, session cache,
@@ -28,12 +31,15 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from grpc_reflection.v1alpha import reflection
 
+from edgeward._pb import gateway_pb2
 from edgeward.config import Address
 from edgeward.gateway.admin import make_admin_app
 from edgeward.gateway.backend import BackendClient
 from edgeward.gateway.edge_protection import EdgeProtection
-from edgeward.gateway.grpc_service import GatewayService
+from edgeward.gateway.grpc_service import SERVICE_NAME, GatewayService
+from edgeward.gateway.health import HEALTH_SERVICE_NAME, GatewayHealth
 from edgeward.gateway.metrics import GatewayMetrics
 from edgeward.gateway.pipeline import CommandExecutor, RequestVerifier, SubscriptionOpener
 from edgeward.gateway.replay import open_replay_store
@@ -49,7 +55,7 @@ from edgeward.protection.connections import ConnectionGuard, ConnectionLimits, G
 from edgeward.public.listener import make_public_app
 from edgeward.push.dispatcher import Backoff, PushDispatcher
 from edgeward.push.hub import PushHub
-from edgeward.runtime import ListenError, raise_fd_limit
+from edgeward.runtime import AccessLog, ListenError, raise_fd_limit
 
 __all__ = ("Gateway", "run_gateway")
 
@@ -186,8 +192,10 @@ class Gateway:
             self.protection.budgets,
             max_payload_bytes=settings.max_payload_bytes,
             freshness_window_ms=settings.freshness_window_ms,
+            replay_timer=self.metrics.replay_duration,
             guard=self.protection.guard,
         )
+        self.metrics.watch_sessions(self.sessions)
         self.protection.register_metrics(self.metrics.registry, verifier)
         self.hub = PushHub(
             self.signer,
@@ -209,11 +217,14 @@ class Gateway:
             self.metrics.watch_redis_sessions(self.session_source, self.session_events)
         self.public_guard, self.admin_guard = _http_guards(settings)
         self.metrics.watch_connections({"public": self.public_guard, "admin": self.admin_guard})
+        self.access_log = AccessLog(settings.access_log, settings.access_log_sample)  # docs/logging.md
         self.service = GatewayService(
-            CommandExecutor(verifier, self.routes, self.backend, self.signer),
+            CommandExecutor(verifier, self.routes, self.backend, self.signer, self.metrics.backend_timers(self.routes)),
             SubscriptionOpener(verifier, self.hub, self.signer),
             self.metrics,
+            self.access_log,
         )
+        self.health = GatewayHealth(self._readiness, poll_ms=settings.health_poll_ms)
         self._grpc: grpc.aio.Server | None = None
         self._runners: list[web.AppRunner] = []
         self.grpc_port = 0
@@ -231,6 +242,13 @@ class Gateway:
         await self.backend.start()
         self._grpc = grpc.aio.server(options=_grpc_options(self.settings, self.reuse_port))
         self._grpc.add_generic_rpc_handlers((self.service.handler(),))
+        await self.health.register(self._grpc)
+        if self.settings.grpc_reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME),
+                self._grpc,
+                pool=gateway_pb2.DESCRIPTOR.pool,  # the pool the generated modules registered with
+            )
         try:
             self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
         except RuntimeError as exc:  # grpcio raises this when the port cannot be bound
@@ -245,6 +263,7 @@ class Gateway:
             trusted_proxies=self.protection.trusted_proxies,
             refused=self.protection.public_refused,
             body_timeout_s=self.settings.http_body_timeout_ms / 1000,
+            access_log=self.access_log,
         )
         self.public_http_port = await self._serve_http(
             "public HTTP", public, self.settings.public_http_addr, self.public_guard, reuse_port=self.reuse_port
@@ -256,6 +275,7 @@ class Gateway:
         self.dispatcher.start()
         if self.session_events is not None:
             self.session_events.start()
+        await self.health.start()
         log.info(
             "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
             self.settings.grpc_addr.host, self.grpc_port,
@@ -267,6 +287,7 @@ class Gateway:
     def begin_drain(self) -> None:
         """Report not ready and answer new calls with shutting_down; calls in flight finish."""
         self.service.accepting = False
+        self.health.drain()
 
     async def stop(self, grace: float | None = None, *, rolling: bool = False) -> None:
         """Stop in order; ``grace`` (seconds, default the shutdown_grace_ms setting) bounds calls in flight.
@@ -280,6 +301,7 @@ class Gateway:
         self._stopping = True
         if not rolling:
             self.begin_drain()
+        await self.health.close()
         ended = self.hub.close()  # before the graceful stop (§4): streams would hold the grace period
         if ended:
             log.info("ended %d open streams with shutting_down", ended)
@@ -328,8 +350,7 @@ class Gateway:
         return report
 
     async def _readiness(self) -> dict[str, bool]:
-        self.metrics.session_fetches.set(self.sessions.backend_fetches)
-        self.metrics.sessions_cached.set(len(self.sessions))
+        """/readyz and grpc.health.v1 (docs/operations.md, Health); the backend is reported by errors, not here."""
         accepting = self.service.accepting and not self._stopping
         return {"accepting": accepting, "replay_store": await self.replay.ping()}
 

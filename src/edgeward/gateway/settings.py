@@ -23,6 +23,7 @@ from edgeward.config import (
 from edgeward.protection.budgets import Limit, parse_limit
 from edgeward.protection.client_address import TrustedProxies
 from edgeward.protection.limiter import parse_failure_mode
+from edgeward.runtime import parse_log_format
 
 __all__ = ("GatewaySettings",)
 
@@ -35,6 +36,13 @@ def _one_of(*choices: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError("expected a number from 0 to 1")
+    return value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +177,10 @@ class GatewaySettings:
     shutdown_grace_ms: int = setting(
         5_000, int_in(0, 600_000), "on SIGTERM, how long calls in flight may finish before they are cancelled"
     )
+    health_poll_ms: int = setting(
+        1_000, int_in(10, 60_000), "how often grpc.health.v1's status is refreshed from readiness"
+    )
+    grpc_reflection: bool = setting(False, parse_bool, "gRPC server reflection on the gRPC port")
     push_reconnect_initial_ms: int = setting(
         250, int_in(10, 60_000), "first delay before reconnecting the backend push stream"
     )
@@ -183,6 +195,12 @@ class GatewaySettings:
         None, int_in(1, 1024), "gateway processes; unset: the usable CPUs with EDGEWARD_REDIS_URL, else 1"
     )
     log_level: str = setting("INFO", parse_log_level, "DEBUG, INFO, WARNING or ERROR")
+    # Logs (docs/logging.md).
+    log_format: str = setting("json", parse_log_format, "json: one JSON object per line; text (edgeward dev)")
+    access_log: bool = setting(True, parse_bool, "one edgeward.access line per RPC and public HTTP request: on or off")
+    access_log_sample: float = setting(
+        1.0, _fraction, "fraction of accepted calls logged (rejections always are): 0 to 1"
+    )
 
     def __post_init__(self) -> None:
         """Checks across settings, reported like a bad value (``edgeward serve`` exits with status 2)."""

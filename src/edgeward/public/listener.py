@@ -16,28 +16,37 @@ The backend's answer is passed through as is when it has one of the contract's f
 object on 2xx, a stable error on 4xx); anything else, or no answer, becomes
 ``backend_unavailable`` (503) or ``backend_timeout`` (504), so a client only ever sees
 ``{"error": {"code", "message"}}`` errors from this listener.
+
+Every request gets an ``edgeward.access`` line (docs/logging.md) from the outermost middleware:
+the path (never the query or the body: the body carries e-mail addresses and login codes), the
+peer, the status, the error code of a refusal, and the trace id of a ``traceparent`` header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Protocol
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from edgeward.protection.client_address import TrustedProxies, client_address
 from edgeward.public.checks import PUBLIC_ROUTES, PublicError, PublicRoute, check_body
 from edgeward.public.limits import PublicLimits
 from edgeward.reasons import Reason, Rejection, stable_error_code
+from edgeward.runtime import AccessLog
 
 __all__ = ("PUBLIC_ROUTES", "PublicBackend", "PublicRoute", "make_public_app")
 
 log = logging.getLogger(__name__)
+_LOGGED_PATH_CHARS = 128  # a client picks the path of a 404: its line stays short
+_CLIENT_GONE = 499  # the status an access line shows when the client left first (nginx's convention)
+
 
 class PublicBackend(Protocol):
     """What the listener needs of the backend (the gateway's ``BackendClient`` is one)."""
@@ -90,6 +99,58 @@ async def _json_routing_errors(request: web.Request, handler: Handler) -> web.St
         return resp
 
 
+def _outcome(status: int, body: bytes | None) -> str:
+    """ok for 2xx and 3xx, else the answer's stable error code (short and plain, or just "error")."""
+    if status < 400:
+        return "ok"
+    code = stable_error_code(body) if body else None
+    return code if code and len(code) <= 64 and code.isascii() and code.isprintable() else "error"
+
+
+def _trace_id(traceparent: str | None) -> str:
+    """The trace id of a W3C ``traceparent`` header (``00-<32 hex>-<16 hex>-<2 hex>``), or ""."""
+    if traceparent is None or len(traceparent) != 55 or traceparent[2] != "-" or traceparent[35] != "-":
+        return ""
+    trace_id = traceparent[3:35].lower()
+    return trace_id if all(c in "0123456789abcdef" for c in trace_id) else ""
+
+
+def _access_middleware(access: AccessLog) -> Middleware:
+    """The outermost middleware: one access line per request, whatever answered it."""
+
+    @web.middleware
+    async def log_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status, outcome = 500, "internal_error"
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            status, outcome = exc.status, _outcome(exc.status, None)
+            raise
+        except asyncio.CancelledError:
+            status, outcome = _CLIENT_GONE, "cancelled"
+            raise
+        else:
+            status = resp.status
+            body = resp.body if isinstance(resp, web.Response) else None
+            outcome = _outcome(status, body if isinstance(body, bytes) else None)
+            return resp
+        finally:
+            if access.wants(accepted=status < 400):
+                access.write(
+                    f"{request.method} {request.path[:_LOGGED_PATH_CHARS]}",
+                    outcome,
+                    {
+                        "peer": request.remote,
+                        "http_status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "trace_id": _trace_id(request.headers.get("traceparent")),
+                    },
+                )
+
+    return log_access
+
+
 async def _read_bounded(request: web.Request, limit: int, timeout_s: float) -> bytes:
     """The body; ``PublicError`` 413 when it is over ``limit`` (nothing past the chunk that crossed
     it is read), 408 when it has not all arrived within ``timeout_s``."""
@@ -129,11 +190,13 @@ def make_public_app(
     trusted_proxies: TrustedProxies | None = None,
     refused: Counter[str] | None = None,
     body_timeout_s: float = 10.0,
+    access_log: AccessLog | None = None,
 ) -> web.Application:
     """The public listener's application; ``backend`` must be started by the caller.
 
     Without ``limits`` nothing is rate limited; without ``trusted_proxies`` the client address
     is always the peer. ``refused`` counts the gateway's own refusals by error code (metrics).
+    ``access_log`` defaults to one line per request, none sampled out.
     """
     public_limits = limits or PublicLimits()
     trusted = trusted_proxies or TrustedProxies()
@@ -169,7 +232,8 @@ def make_public_app(
 
         return handle
 
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_json_routing_errors])
+    middlewares = [_access_middleware(access_log or AccessLog()), _json_routing_errors]
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     for route in PUBLIC_ROUTES:
         app.router.add_post(route.path, proxy(route))
     return app

@@ -27,7 +27,7 @@ def _stub_backend(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"edgeward stub-backend: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         run(run_stub_backend(settings))
     except ListenError as exc:

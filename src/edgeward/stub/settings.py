@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from edgeward.config import Address, int_in, parse_log_level, parse_redis_url, setting
+from edgeward.runtime import parse_log_format
 
 __all__ = ("StubSettings",)
 
@@ -39,3 +40,4 @@ class StubSettings:
     )
     stub_max_body_bytes: int = setting(1_048_576, int_in(1_024, 64 * 1_048_576), "largest HTTP request body")
     log_level: str = setting("INFO", parse_log_level, "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = setting("json", parse_log_format, "json: one JSON object per line; text (edgeward dev)")

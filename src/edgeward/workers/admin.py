@@ -6,8 +6,10 @@ nothing more than before:
 
 - ``/metrics``: every worker's page, parsed and summed sample by sample (counters, gauges,
   histogram buckets, sums and counts), plus the supervisor's own ``edgeward_workers{state}`` and
-  ``edgeward_worker_restarts_total``. ``_created`` samples are dropped: a sum of start times
-  means nothing. prometheus-client's multiprocess mode is not used: it cannot carry the
+  ``edgeward_worker_restarts_total``. ``_created`` samples and ``process_start_time_seconds``
+  are dropped: a sum of start times means nothing. The other ``process_*`` series sum to the
+  host's workers (CPU seconds, RSS, open fds); ``edgeward_build_info`` counts the workers of each
+  build. prometheus-client's multiprocess mode is not used: it cannot carry the
   gateway's scrape-time collectors.
 - ``/readyz``: 200 when at least one worker is ready and every worker in service (not starting,
   not retiring) is; each worker's answer is in the body. A worker starting or retiring during a
@@ -40,8 +42,11 @@ if TYPE_CHECKING:
 __all__ = ("AdminServer", "sum_metrics")
 
 
+_START_TIMES = ("_created", "process_start_time_seconds")  # sample name endings that do not sum
+
+
 def sum_metrics(pages: Iterable[str]) -> list[Metric]:
-    """Sum Prometheus text pages sample by sample (same name and labels); ``_created`` samples dropped."""
+    """Sum Prometheus text pages sample by sample (same name and labels); start times dropped."""
     families: dict[str, Metric] = {}
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for page in pages:
@@ -50,7 +55,7 @@ def sum_metrics(pages: Iterable[str]) -> list[Metric]:
                 families[family.name] = Metric(family.name, family.documentation, family.type)
                 sums[family.name] = {}
             for sample in family.samples:
-                if not sample.name.endswith("_created"):
+                if not sample.name.endswith(_START_TIMES):
                     key = (sample.name, tuple(sorted(sample.labels.items())))
                     sums[family.name][key] = sums[family.name].get(key, 0.0) + sample.value
     for name, metric in families.items():

@@ -49,9 +49,14 @@ _POLL_S = 0.05
 
 @dataclasses.dataclass(eq=False)
 class Worker:
-    """One worker process; ``state`` is starting, serving or retiring."""
+    """One worker process; ``state`` is starting, serving or retiring.
+
+    ``index`` is its slot, 0 to N-1: a replacement takes the slot of the worker it replaces, so
+    the ``worker.index`` of its log lines (docs/logging.md) names the same slot across restarts.
+    """
 
     proc: subprocess.Popen[bytes]
+    index: int
     lifeline_fd: int
     replace_on_exit: bool
     state: str = "starting"
@@ -109,7 +114,7 @@ class Supervisor:
             await self.http.close()
 
     async def _start_all(self) -> int:
-        first = [self._spawn(replace_on_exit=False) for _ in range(self.count)]
+        first = [self._spawn(index, replace_on_exit=False) for index in range(self.count)]
         for worker in first:
             if not await self._until_serving(worker):
                 code = await self._ended(worker)
@@ -124,20 +129,21 @@ class Supervisor:
         if not self._done.done():
             self._done.set_result(status)
 
-    def _spawn(self, *, replace_on_exit: bool) -> Worker:
+    def _spawn(self, index: int, *, replace_on_exit: bool) -> Worker:
         loop = asyncio.get_running_loop()
         report_r, report_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeward", "serve", *self.flags, "--worker-pipes", f"{report_w},{lifeline_r}"],
+                [sys.executable, "-m", "edgeward", "serve", *self.flags,
+                 "--worker-pipes", f"{report_w},{lifeline_r},{index}"],
                 pass_fds=(report_w, lifeline_r),
             )
         finally:
             os.close(report_w)
             os.close(lifeline_r)
         os.write(lifeline_w, self._seed + b"\n")
-        worker = Worker(proc, lifeline_w, replace_on_exit)
+        worker = Worker(proc, index, lifeline_w, replace_on_exit)
         self.workers.append(worker)
         pidfd = os.pidfd_open(proc.pid)
         loop.add_reader(pidfd, self._on_exit, worker, pidfd)
@@ -183,7 +189,7 @@ class Supervisor:
             self._finish(1)
             return
         self.restarts += 1
-        self._background(self._replace())
+        self._background(self._replace(worker.index))
 
     def _background(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -191,8 +197,8 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _replace(self) -> None:
-        worker = self._spawn(replace_on_exit=True)
+    async def _replace(self, index: int) -> None:
+        worker = self._spawn(index, replace_on_exit=True)
         if not await self._until_serving(worker):
             log.error("worker %d did not become ready", worker.pid)
             await self._ended(worker)  # its exit replaces it, within the restart-rate limit
@@ -247,13 +253,13 @@ class Supervisor:
             if worker.exited.done():
                 continue  # died meanwhile: already replaced
             worker.replace_on_exit = False  # should it die now, the new worker is its replacement
-            new = self._spawn(replace_on_exit=False)
+            new = self._spawn(worker.index, replace_on_exit=False)
             if not await self._until_serving(new):
                 log.error("rolling restart stopped: worker %d did not become ready", new.pid)
                 await self._ended(new)
                 worker.replace_on_exit = True
                 if worker.exited.done() and not self.stopping:
-                    self._background(self._replace())
+                    self._background(self._replace(worker.index))
                 return
             new.replace_on_exit = True
             if worker.exited.done():

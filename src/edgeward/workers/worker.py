@@ -1,7 +1,8 @@
 """One gateway run as a worker of a supervisor (docs/workers.md).
 
-The supervisor starts it as ``edgeward serve --worker-pipes REPORT,LIFELINE`` (a fresh
-interpreter, never a fork: gRPC and fork do not mix) and talks to it through two pipes:
+The supervisor starts it as ``edgeward serve --worker-pipes REPORT,LIFELINE,INDEX`` (a fresh
+interpreter, never a fork: gRPC and fork do not mix; INDEX is its slot, which its log lines
+carry) and talks to it through two pipes:
 
 - report (worker -> supervisor): one JSON line, ``{"admin_port": N}``, once the gateway serves;
   the supervisor polls that private admin port's /readyz and scrapes its /metrics.
