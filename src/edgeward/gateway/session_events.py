@@ -34,7 +34,8 @@ from edgeward.io.resp import Reply, RespError
 from edgeward.native.session_record import SessionRecord, parse_session
 from edgeward.push.dispatcher import Backoff
 from edgeward.push.hub import PushHub
-from edgeward.reasons import Reason, Rejection
+from edgeward.push.resync import reread_sessions, stop_task
+from edgeward.reasons import Reason
 
 __all__ = ("DEFAULT_BLOCK_MS", "SessionEventConsumer")
 
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_MS = 5_000  # how long one XREAD waits for entries; a quiet stream costs one command per this
 _BATCH = 512  # entries per XREAD at most
-_REREAD_CONCURRENCY = 8  # session reads in flight while reading sessions again
 
 
 class _BadReply(Exception):
@@ -181,28 +181,14 @@ class SessionEventConsumer:
 
     async def _reread(self, device_session_ids: Iterable[str]) -> None:
         """Read sessions again from their source; end the streams of those revoked or gone."""
-        pending = iter(device_session_ids)
+        await reread_sessions(device_session_ids, self._sessions.refresh, self._hub, self._count_reread_failure)
 
-        async def worker() -> None:
-            for dsid in pending:
-                try:
-                    record = await self._sessions.refresh(dsid)
-                except Rejection as rejection:
-                    self.reread_failures += 1
-                    log.warning("reading session %s again failed (%s): streams kept", dsid, rejection.reason.wire)
-                    continue
-                if record is None or record.revoked:
-                    self._hub.end_session(dsid, Reason.SESSION_REVOKED)
-
-        await asyncio.gather(*(worker() for _ in range(_REREAD_CONCURRENCY)))
+    def _count_reread_failure(self) -> None:
+        self.reread_failures += 1
 
     async def _stop_resync(self) -> None:
         task, self._resync = self._resync, None
-        if task is not None:
-            task.cancel()
-            (outcome,) = await asyncio.gather(task, return_exceptions=True)
-            if isinstance(outcome, Exception):
-                log.error("reading the sessions with open streams again failed", exc_info=outcome)
+        await stop_task(task, "reading the sessions with open streams again")
 
 
 def _entries(reply: Reply) -> list[tuple[bytes, Reply]]:

@@ -39,14 +39,14 @@ from edgeward._pb import push_pb2
 from edgeward.clock import now_ms
 from edgeward.native.session_record import SessionRecord
 from edgeward.push.hub import PushHub
-from edgeward.reasons import Reason, Rejection
+from edgeward.push.resync import reread_sessions, stop_task
+from edgeward.reasons import Reason
 
 __all__ = ("Backoff", "PushDispatcher", "RevocableSessions", "default_gateway_id")
 
 log = logging.getLogger(__name__)
 
 _METHOD = "/edgeward.v1.Push/SubscribePush"
-_RESYNC_CONCURRENCY = 8  # session reads in flight during a resync; the backend sees at most this many
 
 
 class RevocableSessions(Protocol):
@@ -221,25 +221,11 @@ class PushDispatcher:
 
     async def _resync_streams(self) -> None:
         """Read again the sessions that have open streams; end the streams of those revoked meanwhile."""
-        pending = iter(self._hub.session_ids())
+        await reread_sessions(self._hub.session_ids(), self._sessions.refresh, self._hub, self._count_resync_failure)
 
-        async def worker() -> None:
-            for dsid in pending:
-                try:
-                    record = await self._sessions.refresh(dsid)
-                except Rejection as rejection:
-                    self.resync_failures += 1
-                    log.warning("resync of session %s failed (%s): its streams are kept", dsid, rejection.reason.wire)
-                    continue
-                if record is None or record.revoked:
-                    self._hub.end_session(dsid, Reason.SESSION_REVOKED)
-
-        await asyncio.gather(*(worker() for _ in range(_RESYNC_CONCURRENCY)))
+    def _count_resync_failure(self) -> None:
+        self.resync_failures += 1
 
     async def _stop_resync(self) -> None:
         task, self._resync = self._resync, None
-        if task is not None:
-            task.cancel()
-            (outcome,) = await asyncio.gather(task, return_exceptions=True)
-            if isinstance(outcome, Exception):
-                log.error("session resync failed", exc_info=outcome)
+        await stop_task(task, "session resync")
