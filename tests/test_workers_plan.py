@@ -13,6 +13,7 @@ from edgeward.workers.admin import sum_metrics
 from edgeward.workers.plan import Refused, for_worker, worker_count
 
 REDIS = "redis://127.0.0.1:7000/0"
+TLS = {"tls_cert_file": "/etc/edgeward/tls.pem", "tls_key_file": "/etc/edgeward/tls.key"}
 
 
 def settings(**values: object) -> GatewaySettings:
@@ -34,6 +35,12 @@ def test_several_workers_without_a_shared_replay_store_are_refused() -> None:
 def test_several_workers_on_port_0_are_refused(field: str) -> None:
     with pytest.raises(Refused, match=f"EDGEWARD_{field.upper()} needs a fixed port"):
         worker_count(settings(workers=2, redis_url=REDIS, **{field: Address("127.0.0.1", 0)}))
+
+
+def test_admin_client_certificates_with_several_workers_are_refused_not_ignored() -> None:
+    with pytest.raises(Refused, match="EDGEWARD_ADMIN_TLS_CLIENT_CA_FILE"):
+        worker_count(settings(workers=2, redis_url=REDIS, **TLS, admin_tls_client_ca_file="/etc/edgeward/admin-ca.pem"))
+    assert worker_count(settings(workers=1, **TLS, admin_tls_client_ca_file="/etc/edgeward/admin-ca.pem")) == 1
 
 
 def test_a_worker_limits_through_the_replay_store_redis_unless_told_otherwise() -> None:

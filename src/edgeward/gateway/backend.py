@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import re
+import ssl
 from collections.abc import Mapping
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -33,6 +34,7 @@ __all__ = (
     "BackendAnswer",
     "BackendClient",
     "CommandContext",
+    "trace_id_for",
     "traceparent_for",
 )
 
@@ -58,6 +60,7 @@ class CommandContext:
     request_id: str
     message_type: str
     trace_id: str
+    span_id: int = 0  # the backend call's span when tracing (gateway/tracing.py); 0: none
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,18 +72,24 @@ class BackendAnswer:
     status: int
 
 
-def traceparent_for(trace_id: str, request_id: str) -> str:
-    """A W3C traceparent continuing the client's trace when it sent a usable one.
+def trace_id_for(trace_id: str, request_id: str) -> str:
+    """The W3C trace id (32 hex) of a request: the backend's traceparent and the gateway's spans share it.
 
     A 32-hex, non-zero ``trace_id`` is used as is (lower-cased); anything else is hashed so the
-    backend still sees one stable trace id per client trace (or per request without one). The
-    parent id is random and never all zeros, which W3C forbids.
+    backend still sees one stable trace id per client trace (or per request without one).
     """
     if _TRACE_ID.fullmatch(trace_id) and trace_id != _ZERO_TRACE_ID:
-        tid = trace_id.lower()
-    else:
-        tid = sha256((trace_id or request_id).encode()).hex()[:32]
-    return f"00-{tid}-{_span_ids.getrandbits(64) or 1:016x}-01"
+        return trace_id.lower()
+    return sha256((trace_id or request_id).encode()).hex()[:32]
+
+
+def traceparent_for(trace_id: str, request_id: str, parent_id: int = 0) -> str:
+    """A W3C traceparent continuing the client's trace when it sent a usable one.
+
+    ``parent_id`` is the backend call's span id when tracing is on; otherwise (0) it is random,
+    and never all zeros, which W3C forbids.
+    """
+    return f"00-{trace_id_for(trace_id, request_id)}-{parent_id or _span_ids.getrandbits(64) or 1:016x}-01"
 
 
 def _query_of(payload: bytes) -> list[tuple[str, str]]:
@@ -106,7 +115,9 @@ class BackendClient:
         *,
         max_connections: int = 256,
         max_response_bytes: int = 4 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` verifies an https backend (and may carry a client certificate); None: the system CAs."""
         parts = urlsplit(base_url)
         if parts.query or parts.fragment:
             raise ValueError(f"a backend base URL has no query or fragment: {base_url!r}")
@@ -120,6 +131,7 @@ class BackendClient:
         self._timeout_ms = timeout_ms
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
+        self._ssl_context = ssl_context
         self._http: HTTP11Client | None = None
 
     async def start(self) -> None:
@@ -132,6 +144,7 @@ class BackendClient:
             max_connections=self._max_connections,
             keepalive_s=_KEEPALIVE_S,
             max_response_bytes=self._max_response_bytes,
+            ssl_context=self._ssl_context,
         )
 
     async def close(self) -> None:
@@ -169,7 +182,7 @@ class BackendClient:
             "X-Device-Session-Id": ctx.device_session_id,
             "X-Request-Id": ctx.request_id,
             "X-Message-Type": ctx.message_type,
-            "traceparent": traceparent_for(ctx.trace_id, ctx.request_id),
+            "traceparent": traceparent_for(ctx.trace_id, ctx.request_id, ctx.span_id),
         }
         what = f"{ctx.message_type} ({route.method} {route.path})"
         if route.method == "GET":

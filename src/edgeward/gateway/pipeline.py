@@ -5,6 +5,10 @@ session, payload hash, signature, freshness, replay reservation, budgets); ``Com
 adds step 8, route lookup and forwarding, and signs the answer; ``SubscriptionOpener`` adds the
 other step 8, registration in the push hub, and signs the ``gateway.server_time`` event. Each step
 raises ``Rejection`` with its stable reason, so the first failing step decides the answer.
+
+With tracing on (gateway/tracing.py) each RPC gets a server span and its session lookup, replay
+reservation, budgets and backend call get child spans; off, ``tracer`` is None and each of those
+steps pays one ``is not None`` test.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import orjson
 from prometheus_client import Histogram
 
 from edgeward.clock import now_ms
-from edgeward.gateway.backend import BackendClient, CommandContext
+from edgeward.gateway.backend import BackendClient, CommandContext, trace_id_for
 from edgeward.gateway.replay import ReplayStore
 from edgeward.gateway.routes import RouteTable
 from edgeward.gateway.session_cache import SessionCache
+from edgeward.gateway.tracing import RequestTracer
 from edgeward.native.crypto import Signer, digest_equals, verify
 from edgeward.native.envelope import SignedRequest, decode_request, encode_event, encode_response
 from edgeward.native.session_record import SessionRecord
@@ -63,8 +68,10 @@ class RequestVerifier:
         replay_timer: Histogram,
         clock: Callable[[], int] = now_ms,
         guard: PreAuthGuard | None = None,
+        tracer: RequestTracer | None = None,
     ) -> None:
         """``replay_timer`` observes each reservation's latency (edgeward_replay_reservation_duration_seconds)."""
+        self.tracer = tracer  # None: tracing off (gateway/tracing.py)
         self._sessions = sessions
         self._replay = replay
         self._budgets = budgets
@@ -77,8 +84,9 @@ class RequestVerifier:
         self._replay_timer = replay_timer
         self._clock = clock
 
-    async def verify(self, data: bytes, client_ip: str, kind: str = "execute") -> VerifiedRequest:
-        req = decode_request(data, self._max_payload_bytes, kind)  # step 1
+    def decode(self, data: bytes, kind: str) -> SignedRequest:
+        """Step 1; apart from the rest so that a server span can take the request's trace id."""
+        req = decode_request(data, self._max_payload_bytes, kind)
         if kind == "subscribe" and req.message_type != SUBSCRIBE_MESSAGE_TYPE:
             # A field limit of SubscribeEventsRequest (§1), so step 1: no session lookup, no
             # reservation, and INVALID_ARGUMENT rather than "not implemented" (docs/protocol.md §6.6).
@@ -87,6 +95,31 @@ class RequestVerifier:
                 f"message_type: SubscribeEvents takes {SUBSCRIBE_MESSAGE_TYPE} only",
                 metadata={"field": "message_type"},
             )
+        return req
+
+    async def verify(self, req: SignedRequest, client_ip: str) -> VerifiedRequest:
+        """Steps 2-7 of a decoded request."""
+        tracer = self.tracer
+        if tracer is None:
+            session = await self._session(req, client_ip)
+        else:
+            with tracer.step("session_lookup"):
+                session = await self._session(req, client_ip)
+        await self._check_signature(req, client_ip, session)
+        if tracer is None:
+            await self._reserve(req)
+        else:
+            with tracer.step("replay_reservation"):
+                await self._reserve(req)
+        if tracer is None:
+            await self._charge(req, client_ip, session)
+        else:
+            with tracer.step("budgets"):
+                await self._charge(req, client_ip, session)
+        return VerifiedRequest(req, session)
+
+    async def _session(self, req: SignedRequest, client_ip: str) -> SessionRecord:
+        """Step 2, behind the pre-auth guard."""
         # An IP over its authentication failure budget stops here, before any signature work
         # (docs/edge-protection.md §5); its failures below are what the guard counts.
         pending = self._guard.check(client_ip)
@@ -97,6 +130,10 @@ class RequestVerifier:
             session = await self._guard.lookup(client_ip, req.device_session_id, self._sessions.lookup)
         if session.revoked:
             raise Rejection(Reason.SESSION_REVOKED)
+        return session
+
+    async def _check_signature(self, req: SignedRequest, client_ip: str, session: SessionRecord) -> None:
+        """Steps 3-5: payload hash, signature, freshness."""
         self._guard.before_signature_check(client_ip)  # what other requests of the IP met meanwhile
         if not digest_equals(req.payload_digest, req.payload_hash):  # step 3
             raise await self._guard.failed(client_ip, Reason.PAYLOAD_HASH_MISMATCH)
@@ -110,17 +147,22 @@ class RequestVerifier:
                 f"timestamp_ms is {req.timestamp_ms - now} ms from the gateway clock",
                 metadata={"server_time_ms": str(now)},
             )
+
+    async def _reserve(self, req: SignedRequest) -> None:
+        """Step 6."""
         started = time.perf_counter()
         try:
             first_seen = await self._replay.reserve(req.device_session_id, req.request_id, self._replay_ttl_ms)
         finally:
             self._replay_timer.observe(time.perf_counter() - started)
         if not first_seen:
-            raise Rejection(Reason.REPLAYED_REQUEST)  # step 6
+            raise Rejection(Reason.REPLAYED_REQUEST)
+
+    async def _charge(self, req: SignedRequest, client_ip: str, session: SessionRecord) -> None:
+        """Step 7."""
         pending = self._budgets.charge(client_ip, req.device_session_id, session.user_id, req.message_type)
-        if pending is not None:  # step 7; None when the in-process limiter decided at once
+        if pending is not None:  # None when the in-process limiter decided at once
             await pending
-        return VerifiedRequest(req, session)
 
 
 class CommandExecutor:
@@ -145,30 +187,48 @@ class CommandExecutor:
 
     async def execute(self, data: bytes, client_ip: str) -> tuple[bytes, str]:
         """The signed ExecuteCommandResponse bytes and the backend's result code."""
-        verified = await self._verifier.verify(data, client_ip)
-        req = verified.request
+        tracer = self._verifier.tracer
+        if tracer is None:
+            return await self._execute(self._verifier.decode(data, "execute"), client_ip, None)
+        start_ns = time.time_ns()  # the server span starts before decoding, which yields its trace id
+        req = self._verifier.decode(data, "execute")
+        with tracer.request("ExecuteCommand", trace_id_for(req.trace_id, req.request_id), start_ns, _attributes(req)):
+            return await self._execute(req, client_ip, tracer)
+
+    async def _execute(self, req: SignedRequest, client_ip: str, tracer: RequestTracer | None) -> tuple[bytes, str]:
+        verified = await self._verifier.verify(req, client_ip)
         route = self._routes.get(req.message_type)  # step 8
         if route is None:
             raise Rejection(Reason.UNKNOWN_MESSAGE_TYPE, req.message_type)
+        ctx = CommandContext(
+            user_id=verified.session.user_id,
+            device_session_id=req.device_session_id,
+            request_id=req.request_id,
+            message_type=req.message_type,
+            trace_id=req.trace_id,
+        )
         started = time.perf_counter()
         try:
-            answer = await self._backend.forward(
-                route,
-                req.payload,
-                CommandContext(
-                    user_id=verified.session.user_id,
-                    device_session_id=req.device_session_id,
-                    request_id=req.request_id,
-                    message_type=req.message_type,
-                    trace_id=req.trace_id,
-                ),
-            )
+            if tracer is None:
+                answer = await self._backend.forward(route, req.payload, ctx)
+            else:  # the backend call's span id becomes the traceparent's parent id
+                with tracer.backend_call(req.message_type) as span_id:
+                    answer = await self._backend.forward(route, req.payload, dataclasses.replace(ctx, span_id=span_id))
         finally:  # timeouts and failures are latencies too
             self._backend_timers[req.message_type].observe(time.perf_counter() - started)
         response = encode_response(
             self._signer, req.request_id, req.trace_id, answer.result_code, answer.body, self._clock()
         )
         return response, answer.result_code
+
+
+def _attributes(req: SignedRequest) -> dict[str, str]:
+    """A server span's attributes: identifiers only, never a payload, key or signature."""
+    return {
+        "edgeward.message_type": req.message_type,
+        "edgeward.request_id": req.request_id,
+        "edgeward.device_session_id": req.device_session_id,
+    }
 
 
 def _check_options(payload: bytes) -> None:
@@ -208,8 +268,16 @@ class SubscriptionOpener:
         after the server time it carries reaches the stream, and a refusal (too_many_streams,
         shutting_down) is answered before any event.
         """
-        verified = await self._verifier.verify(data, client_ip, "subscribe")
-        req = verified.request
+        tracer = self._verifier.tracer
+        if tracer is None:
+            return await self._open(self._verifier.decode(data, "subscribe"), client_ip)
+        start_ns = time.time_ns()
+        req = self._verifier.decode(data, "subscribe")
+        with tracer.request("SubscribeEvents", trace_id_for(req.trace_id, req.request_id), start_ns, _attributes(req)):
+            return await self._open(req, client_ip)
+
+    async def _open(self, req: SignedRequest, client_ip: str) -> tuple[Subscriber, bytes]:
+        verified = await self._verifier.verify(req, client_ip)
         _check_options(req.payload)  # step 8
         subscriber = self._hub.register(verified.session.user_id, req.device_session_id)
         try:

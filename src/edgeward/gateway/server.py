@@ -7,6 +7,8 @@ listener's total cap also leaves ``fd_reserve`` descriptors of the soft RLIMIT_N
 gRPC and the clients). A listener that cannot bind raises ``ListenError``.
 The gRPC port also serves ``grpc.health.v1``, kept in step with readiness by ``GatewayHealth``
 (docs/operations.md), and, with ``grpc_reflection``, server reflection.
+With a certificate (``gateway/tls.py``) the gRPC and public listeners serve TLS only; SIGHUP to
+``run_gateway`` re-reads it for new connections, and ``backend_ssl_context`` verifies an https backend.
 Stop (docs/push.md): readiness goes false (health NOT_SERVING at once) and new calls get
 ``shutting_down``; the push hub closes, so every open stream ends with ``shutting_down`` rather
 than holding the grace period;
@@ -26,6 +28,7 @@ import asyncio
 import logging
 import resource
 import signal
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +51,8 @@ from edgeward.gateway.session_cache import SessionCache, SessionSource
 from edgeward.gateway.session_events import DEFAULT_BLOCK_MS, SessionEventConsumer
 from edgeward.gateway.session_source import RedisSessionSource
 from edgeward.gateway.settings import GatewaySettings
+from edgeward.gateway.tls import ListenerTls, backend_ssl_context
+from edgeward.gateway.tracing import from_env as tracer_from_env
 from edgeward.io.redis import connect as connect_redis
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import load_signer
@@ -175,7 +180,13 @@ class Gateway:
         self.signer = signer or _signer_from(settings)
         self.metrics = GatewayMetrics()
         self.routes = load_route_table(settings.routes_file)
-        self.backend = BackendClient(settings.backend_base_url, settings.backend_timeout_ms)
+        self.backend = BackendClient(
+            settings.backend_base_url,
+            settings.backend_timeout_ms,
+            ssl_context=backend_ssl_context(
+                settings.backend_ca_file, settings.backend_client_cert_file, settings.backend_client_key_file
+            ),
+        )
         self.replay = open_replay_store(settings.redis_url, settings.replay_memory_max_entries)
         self.session_source = _redis_session_source(settings, self.backend)
         fetch: SessionSource = self.backend.get_session if self.session_source is None else self.session_source.fetch
@@ -186,6 +197,7 @@ class Gateway:
             negative_ttl_ms=settings.session_negative_ttl_ms,
         )
         self.protection = EdgeProtection(settings, self.routes, limiter_clock)  # docs/edge-protection.md
+        self.tracer = tracer_from_env()  # None unless OTEL_* variables enable it (docs/operations.md, "Tracing")
         verifier = RequestVerifier(
             self.sessions,
             self.replay,
@@ -194,6 +206,7 @@ class Gateway:
             freshness_window_ms=settings.freshness_window_ms,
             replay_timer=self.metrics.replay_duration,
             guard=self.protection.guard,
+            tracer=self.tracer,
         )
         self.metrics.watch_sessions(self.sessions)
         self.protection.register_metrics(self.metrics.registry, verifier)
@@ -225,6 +238,11 @@ class Gateway:
             self.access_log,
         )
         self.health = GatewayHealth(self._readiness, poll_ms=settings.health_poll_ms)
+        self.tls = (  # None: plaintext listeners (docs/operations.md, TLS)
+            ListenerTls(settings.tls_cert_file, settings.tls_key_file, settings.admin_tls_client_ca_file)
+            if settings.tls_cert_file and settings.tls_key_file
+            else None
+        )
         self._grpc: grpc.aio.Server | None = None
         self._runners: list[web.AppRunner] = []
         self.grpc_port = 0
@@ -250,7 +268,11 @@ class Gateway:
                 pool=gateway_pb2.DESCRIPTOR.pool,  # the pool the generated modules registered with
             )
         try:
-            self.grpc_port = self._grpc.add_insecure_port(str(self.settings.grpc_addr))
+            grpc_addr = str(self.settings.grpc_addr)
+            if self.tls is None:
+                self.grpc_port = self._grpc.add_insecure_port(grpc_addr)
+            else:
+                self.grpc_port = self._grpc.add_secure_port(grpc_addr, self.tls.grpc_credentials)
         except RuntimeError as exc:  # grpcio raises this when the port cannot be bound
             raise ListenError("gRPC", str(self.settings.grpc_addr), exc) from None
         if self.grpc_port == 0:
@@ -266,11 +288,13 @@ class Gateway:
             access_log=self.access_log,
         )
         self.public_http_port = await self._serve_http(
-            "public HTTP", public, self.settings.public_http_addr, self.public_guard, reuse_port=self.reuse_port
+            "public HTTP", public, self.settings.public_http_addr, self.public_guard, reuse_port=self.reuse_port,
+            ssl_context=self.tls.http_context if self.tls is not None else None,
         )
         admin = make_admin_app(self.metrics, self._readiness, self._report)
         self.admin_http_port = await self._serve_http(
-            "admin HTTP", admin, self.settings.admin_http_addr, self.admin_guard
+            "admin HTTP", admin, self.settings.admin_http_addr, self.admin_guard,
+            ssl_context=self.tls.admin_context if self.tls is not None else None,
         )
         self.dispatcher.start()
         if self.session_events is not None:
@@ -324,18 +348,21 @@ class Gateway:
         if self.session_source is not None:
             await self.session_source.close()
         await self.backend.close()
+        if self.tracer is not None:  # flushes the batch exporter, which may wait on its endpoint
+            await asyncio.to_thread(self.tracer.close)
         await self.replay.close()
         await self.protection.close()
 
     async def _serve_http(
-        self, listener: str, app: web.Application, addr: Address, guard: ConnectionGuard, *, reuse_port: bool = False
+        self, listener: str, app: web.Application, addr: Address, guard: ConnectionGuard, *, reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> int:
         app.middlewares.append(guard.middleware)
         idle_s = self.settings.http_idle_timeout_ms / 1000
         runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=idle_s)
         await runner.setup()
         self._runners.append(runner)
-        site = GuardedSite(runner, addr.host, addr.port, guard, reuse_port=reuse_port)
+        site = GuardedSite(runner, addr.host, addr.port, guard, reuse_port=reuse_port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -356,13 +383,14 @@ class Gateway:
 
 
 async def run_gateway(settings: GatewaySettings) -> None:
-    """Run until SIGINT or SIGTERM, then stop in order."""
+    """Run until SIGINT or SIGTERM, then stop in order; SIGHUP re-reads the TLS certificate and key."""
     log.info("file descriptor limit: %d", raise_fd_limit())
     gateway = Gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_tls, gateway)
     await gateway.start()
     try:
         await stop.wait()
@@ -370,3 +398,16 @@ async def run_gateway(settings: GatewaySettings) -> None:
         log.info("stopping gateway: grace %d ms", settings.shutdown_grace_ms)
         await gateway.stop()
         log.info("gateway stopped")
+
+
+def _reload_tls(gateway: Gateway) -> None:
+    """SIGHUP: new connections get the certificate now in the files; a bad pair keeps the old one."""
+    if gateway.tls is None:
+        log.info("SIGHUP: no TLS certificate configured, nothing to re-read")
+        return
+    try:
+        gateway.tls.reload()
+    except (OSError, ssl.SSLError) as exc:
+        log.error("SIGHUP: TLS certificate not re-read, the old one stays in use: %s", exc)
+        return
+    log.info("SIGHUP: TLS certificate re-read from %s", gateway.tls.cert_file)

@@ -64,6 +64,22 @@ class GatewaySettings:
     signing_key_file: str | None = setting(
         None, parse_text, "gateway Ed25519 seed file (base64); unset: an ephemeral key, with a warning"
     )
+    # TLS of the gRPC and public HTTP listeners (docs/operations.md, TLS): both files, or neither.
+    tls_cert_file: str | None = setting(
+        None, parse_text, "PEM certificate chain of the gRPC and public HTTP listeners; unset: plaintext"
+    )
+    tls_key_file: str | None = setting(None, parse_text, "PEM private key of EDGEWARD_TLS_CERT_FILE")
+    admin_tls_client_ca_file: str | None = setting(
+        None, parse_text, "PEM CA: the admin listener serves TLS and admits only client certificates it signed"
+    )
+    # HTTPS to the backend: whom to trust, and the gateway's own certificate for mutual TLS.
+    backend_ca_file: str | None = setting(None, parse_text, "PEM CA bundle for an https backend; unset: the system CAs")
+    backend_client_cert_file: str | None = setting(
+        None, parse_text, "PEM client certificate chain presented to an https backend (mutual TLS); unset: none"
+    )
+    backend_client_key_file: str | None = setting(
+        None, parse_text, "PEM private key of EDGEWARD_BACKEND_CLIENT_CERT_FILE"
+    )
     freshness_window_ms: int = setting(300_000, int_in(1_000, 3_600_000), "accepted client clock skew")
     routes_file: str | None = setting(None, parse_text, "JSON route table; unset: the built-in routes")
     backend_timeout_ms: int = setting(5_000, int_in(10, 600_000), "timeout of one backend call")
@@ -207,4 +223,12 @@ class GatewaySettings:
         if self.session_source == "redis" and not self.redis_url:
             raise ConfigError(
                 ["EDGEWARD_SESSION_SOURCE='redis' needs EDGEWARD_REDIS_URL (the Redis holding the session projection)"]
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(["EDGEWARD_TLS_CERT_FILE and EDGEWARD_TLS_KEY_FILE are set together, or neither"])
+        if self.admin_tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError(["EDGEWARD_ADMIN_TLS_CLIENT_CA_FILE needs EDGEWARD_TLS_CERT_FILE (its certificate)"])
+        if bool(self.backend_client_cert_file) != bool(self.backend_client_key_file):
+            raise ConfigError(
+                ["EDGEWARD_BACKEND_CLIENT_CERT_FILE and EDGEWARD_BACKEND_CLIENT_KEY_FILE are set together, or neither"]
             )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
@@ -200,23 +201,28 @@ class GuardedSite(web.BaseSite):
 
     ``reuse_port`` binds with SO_REUSEPORT, so the workers of one host share the port and the kernel
     spreads their connections (docs/workers.md); off, a port already in use is an error.
+    ``ssl_context`` serves TLS. The guard sees a connection only once its handshake is done, so the
+    handshake gets the guard's header timeout of its own: a client that opens TCP and never
+    handshakes is cut like one that never sends a request head.
     """
 
-    __slots__ = ("_bound_port", "_guard", "_host", "_port", "_reuse_port")
+    __slots__ = ("_bound_port", "_guard", "_host", "_port", "_reuse_port", "_ssl_context")
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard, *, reuse_port: bool = False,
-        **kwargs: Any,
+        ssl_context: ssl.SSLContext | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(runner, **kwargs)
         self._host, self._port, self._guard = host, port, guard
         self._bound_port = port
         self._reuse_port = reuse_port
+        self._ssl_context = ssl_context
 
     @property
     def name(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._bound_port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self._bound_port}"
 
     @property
     def port(self) -> int:
@@ -234,6 +240,8 @@ class GuardedSite(web.BaseSite):
             reuse_address=True,
             reuse_port=self._reuse_port,
             backlog=self._backlog,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._guard.limits.header_timeout_s if self._ssl_context is not None else None,
         )
         sockets = self._server.sockets
         if sockets and sockets[0].family in (socket.AF_INET, socket.AF_INET6):

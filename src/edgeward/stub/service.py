@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections import Counter
 
 from aiohttp import web
@@ -38,8 +39,10 @@ def _reachable(host: str, port: int) -> Address:
 class StubBackend:
     """One stub backend; ports given as 0 are bound to free ports, readable after ``start()``."""
 
-    def __init__(self, settings: StubSettings) -> None:
+    def __init__(self, settings: StubSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: the REST listener serves HTTPS with it (tests of the gateway's backend TLS)."""
         self.settings = settings
+        self._ssl_context = ssl_context
         self.calls: Counter[str] = Counter()
         self.state = StubState(
             challenge_ttl_ms=settings.stub_challenge_ttl_ms,
@@ -60,7 +63,8 @@ class StubBackend:
 
     @property
     def base_url(self) -> str:
-        return f"http://{_reachable(self.settings.stub_http_addr.host, self.http_port)}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{_reachable(self.settings.stub_http_addr.host, self.http_port)}"
 
     @property
     def push_addr(self) -> str:
@@ -90,7 +94,7 @@ class StubBackend:
         )
         await self._runner.setup()
         addr = self.settings.stub_http_addr
-        site = web.TCPSite(self._runner, addr.host, addr.port, reuse_port=False)
+        site = web.TCPSite(self._runner, addr.host, addr.port, reuse_port=False, ssl_context=self._ssl_context)
         try:
             await site.start()
         except OSError as exc:

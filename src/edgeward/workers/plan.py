@@ -33,6 +33,11 @@ def worker_count(settings: GatewaySettings) -> int:
         raise Refused(
             f"{count} workers need a shared replay store: set EDGEWARD_REDIS_URL, or EDGEWARD_WORKERS=1"
         )
+    if settings.admin_tls_client_ca_file:  # the host's admin listener would serve without it: refuse, never ignore
+        raise Refused(
+            f"{count} workers: the host's admin listener does not support EDGEWARD_ADMIN_TLS_CLIENT_CA_FILE yet; "
+            "unset it, or run EDGEWARD_WORKERS=1"
+        )
     shared = {"EDGEWARD_GRPC_ADDR": settings.grpc_addr, "EDGEWARD_PUBLIC_HTTP_ADDR": settings.public_http_addr}
     for name, addr in shared.items():
         if addr.port == 0:
