@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from edgeward.config import ConfigError, add_arguments, load
 from edgeward.runtime import EXIT_CANNOT_LISTEN, ListenError, configure_logging, run
-from edgeward.stub.service import run_stub_backend
 from edgeward.stub.settings import StubSettings
 
 __all__ = ("add_parser",)
@@ -29,7 +29,8 @@ def _stub_backend(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
-        run(run_stub_backend(settings))
+        service = importlib.import_module("edgeward.stub.service")  # only this command needs redis-py
+        run(service.run_stub_backend(settings))
     except ListenError as exc:
         print(f"edgeward stub-backend: {exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
