@@ -7,6 +7,7 @@ a timing assertion.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import grpc
 from edgeward._pb import gateway_pb2
 from edgeward.client import Event, GatewayError, build_signed_request, error_from_rpc, verify_event
 from edgeward.gateway.server import Gateway
+from edgeward.native.crypto import Signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import GATEWAY_SIGNER, Device
 
@@ -95,6 +97,32 @@ class Stream:
 
     def cancel(self) -> None:
         self.call.cancel()
+
+
+def serve_env(stub: StubBackend, key_file: Path, ports: dict[str, int], **extra: str) -> dict[str, str]:
+    """The environment of an ``edgeward serve`` process against ``stub`` on ``ports`` (grpc, public,
+    admin), signing with ``key_file``: this process's environment without its ``EDGEWARD_*``, then ``extra``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
+        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
+        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
+        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
+        "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
+        "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
+        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
+    } | extra
+
+
+class Served:
+    """A running ``edgeward serve``: its process, its log, its ports and its signing key."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, ports: dict[str, int], signer: Signer) -> None:
+        self.proc = proc
+        self.log = log
+        self.ports = ports
+        self.signer = signer
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 async def spawn(

@@ -41,7 +41,7 @@ from edgeward.native.keys import save_signer
 from edgeward.runtime import ACCESS_LOGGER
 from edgeward.stub import StubBackend
 from tests.integration.conftest import Device, GatewayFactory, call, login, rejected
-from tests.integration.streams import Stream, eventually, spawn
+from tests.integration.streams import Stream, eventually, serve_env, spawn
 from tests.support.redis_server import RedisServer
 
 EMAIL = "grace@example.com"
@@ -104,17 +104,6 @@ async def _traffic(ports: dict[str, int], stub: StubBackend, device: Signer, gat
     }
 
 
-def _serve_env(stub: StubBackend, key_file: Path, ports: dict[str, int]) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
-        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
-        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
-        "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
-        "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
-        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
-    }
-
-
 def _secrets(seen: dict[str, Any], device: Signer, gateway_key: Signer) -> list[str]:
     found = [PAYLOAD_MARKER, EMAIL]
     for secret in (device.seed, gateway_key.seed, seen["ok"].signature, seen["forged"].signature):
@@ -126,7 +115,7 @@ async def test_serve_writes_json_lines_with_access_fields_and_no_secrets(stub: S
     gateway_key, device = Signer(bytes(range(100, 132))), Signer(bytes(range(200, 232)))
     save_signer(gateway_key, tmp_path / "gateway.key")
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    env = _serve_env(stub, tmp_path / "gateway.key", ports)
+    env = serve_env(stub, tmp_path / "gateway.key", ports)
     log = tmp_path / "serve.log"
     proc = await spawn([sys.executable, "-m", "edgeward", "serve"], env, log)
     try:
@@ -229,7 +218,7 @@ async def test_every_accepted_call_is_logged_by_default(
 async def test_each_worker_names_its_slot(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -> None:
     save_signer(Signer.generate(), tmp_path / "gateway.key")
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    env = _serve_env(stub, tmp_path / "gateway.key", ports) | {
+    env = serve_env(stub, tmp_path / "gateway.key", ports) | {
         "EDGEWARD_REDIS_URL": redis_server.url,
         "EDGEWARD_WORKERS": "2",
     }

@@ -32,23 +32,12 @@ from edgeward.native.keys import save_signer
 from edgeward.runtime import EXIT_CANNOT_LISTEN
 from edgeward.stub import StubBackend
 from tests.integration.conftest import EXECUTE, Device
-from tests.integration.streams import spawn
+from tests.integration.streams import serve_env, spawn
 
 FD_LIMIT = 1024
 FLOOD = 1100
 _START_S = 60.0
-
-
-def gateway_env(stub: StubBackend, key_file: Path, ports: dict[str, int], **extra: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
-        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
-        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
-        "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
-        "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
-        "EDGEWARD_SIGNING_KEY_FILE": str(key_file),
-        "EDGEWARD_HTTP_HEADER_TIMEOUT_MS": "120000",  # the flood stays open for the whole test
-    } | extra
+FLOOD_HELD_OPEN = {"EDGEWARD_HTTP_HEADER_TIMEOUT_MS": "120000"}  # the flood stays open for the whole test
 
 
 async def healthz(port: int) -> int | None:
@@ -88,7 +77,7 @@ async def served_with_fd_limit(
 ) -> AsyncIterator[dict[str, int]]:
     save_signer(gateway_key, tmp_path / "gateway.key")
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    env = gateway_env(stub, tmp_path / "gateway.key", ports, **extra)
+    env = serve_env(stub, tmp_path / "gateway.key", ports, **FLOOD_HELD_OPEN, **extra)
     command = f"ulimit -n {FD_LIMIT} && exec {shlex.quote(sys.executable)} -m edgeward serve"
     log = tmp_path / "serve.log"
     proc = await spawn(["/bin/sh", "-c", command], env, log)
@@ -150,7 +139,7 @@ async def test_a_port_in_use_is_one_line_and_status_4(stub: StubBackend, tmp_pat
         busy = taken.getsockname()[1]
         ports = {name: free_port() for name in ("grpc", "public", "admin")}
         ports[{"public HTTP": "public", "gRPC": "grpc", "admin HTTP": "admin"}[listener]] = busy
-        env = gateway_env(stub, tmp_path / "gateway.key", ports)
+        env = serve_env(stub, tmp_path / "gateway.key", ports, **FLOOD_HELD_OPEN)
         returncode, text = await run_to_end(["serve"], env, tmp_path)
     assert returncode == EXIT_CANNOT_LISTEN, text
     assert f"edgeward serve: cannot listen for {listener} on 127.0.0.1:{busy}: " in text, text

@@ -9,9 +9,7 @@ with status 0 within its grace period, without asyncio complaining about pending
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -27,23 +25,10 @@ from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import Device
-from tests.integration.streams import Stream, eventually, spawn
+from tests.integration.streams import Served, Stream, eventually, serve_env, spawn
 
 GRACE_MS = 10_000
 _START_S = 60.0
-
-
-class Served:
-    """A running ``edgeward serve``: its process, its log, its ports and its signing key."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, ports: dict[str, int], signer: Signer) -> None:
-        self.proc = proc
-        self.log = log
-        self.ports = ports
-        self.signer = signer
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 async def _ready(admin_port: int) -> bool:
@@ -61,15 +46,7 @@ async def served(stub: StubBackend, tmp_path: Path) -> AsyncIterator[Served]:
     signer = Signer.generate()
     save_signer(signer, tmp_path / "gateway.key")
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
-        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
-        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
-        "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
-        "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
-        "EDGEWARD_SIGNING_KEY_FILE": str(tmp_path / "gateway.key"),
-        "EDGEWARD_SHUTDOWN_GRACE_MS": str(GRACE_MS),
-    }
+    env = serve_env(stub, tmp_path / "gateway.key", ports, EDGEWARD_SHUTDOWN_GRACE_MS=str(GRACE_MS))
     log = tmp_path / "serve.log"
     proc = await spawn([sys.executable, "-m", "edgeward", "serve"], env, log)
     process = Served(proc, log, ports, signer)

@@ -35,7 +35,6 @@ and takes 6-9 s per event loop on 2 cores.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import subprocess
@@ -57,7 +56,7 @@ from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import EXECUTE, Device
-from tests.integration.streams import WAIT_S, Stream, spawn
+from tests.integration.streams import WAIT_S, Served, Stream, serve_env, spawn
 from tests.support.redis_server import RedisServer
 
 SENDERS = 8
@@ -83,17 +82,8 @@ EXPECTED = Counter(
 pytestmark = pytest.mark.native
 
 
-class Served:
-    """A running ``edgeward serve``: its process, log, ports and signing key."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, ports: dict[str, int], signer: Signer) -> None:
-        self.proc = proc
-        self.log = log
-        self.ports = ports
-        self.signer = signer
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+class Soaked(Served):
+    """The soaked ``edgeward serve``, with what the test reads of it: RSS and admin pages."""
 
     def rss_bytes(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -115,7 +105,7 @@ class Served:
         return float(match.group(1))
 
 
-async def _ready(served: Served) -> bool:
+async def _ready(served: Soaked) -> bool:
     try:
         status, _ = await served.admin("/readyz")
     except aiohttp.ClientError:
@@ -124,17 +114,11 @@ async def _ready(served: Served) -> bool:
 
 
 @pytest.fixture
-async def served(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Served]:
+async def served(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Soaked]:
     signer = Signer.generate()
     save_signer(signer, tmp_path / "gateway.key")
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-        "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
-        "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
-        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
-        "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
-        "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
-        "EDGEWARD_SIGNING_KEY_FILE": str(tmp_path / "gateway.key"),
+    env = serve_env(stub, tmp_path / "gateway.key", ports) | {
         "EDGEWARD_REDIS_URL": redis_server.url,
         "EDGEWARD_WORKERS": "1",  # one gateway in this very process: with Redis the default is one per CPU
         "EDGEWARD_BUDGET_IP": "off",
@@ -145,7 +129,7 @@ async def served(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -
     }
     log = tmp_path / "serve.log"
     proc = await spawn([sys.executable, "-m", "edgeward", "serve"], env, log)
-    process = Served(proc, log, ports, signer)
+    process = Soaked(proc, log, ports, signer)
     try:
         deadline = time.monotonic() + _START_S
         while not await _ready(process):
@@ -166,7 +150,7 @@ async def served(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -
 class Mix:
     """One device's round of requests against ``served``, each classified by its outcome."""
 
-    def __init__(self, channel: grpc.aio.Channel, device: Device, served: Served) -> None:
+    def __init__(self, channel: grpc.aio.Channel, device: Device, served: Soaked) -> None:
         self.channel = channel
         self.execute = channel.unary_unary(EXECUTE)
         self.device = device
@@ -228,7 +212,7 @@ class Mix:
         return outcomes
 
 
-async def test_rss_stays_flat_over_rounds_of_the_same_mix(served: Served, stub: StubBackend) -> None:
+async def test_rss_stays_flat_over_rounds_of_the_same_mix(served: Soaked, stub: StubBackend) -> None:
     status, health = await served.admin("/healthz")
     assert status == 200 and orjson.loads(health)["implementation"] == "native", health
     public_url = f"http://127.0.0.1:{served.ports['public']}"

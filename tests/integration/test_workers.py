@@ -32,7 +32,7 @@ from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
 from tests.integration.conftest import EXECUTE, Device
-from tests.integration.streams import eventually, spawn
+from tests.integration.streams import eventually, serve_env, spawn
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
@@ -95,13 +95,7 @@ async def start_host(stub: StubBackend, redis_server: RedisServer, tmp_path: Pat
     async def start(**extra: str) -> Host:
         save_signer(Signer.generate(), tmp_path / "gateway.key")
         ports = {name: free_port() for name in ("grpc", "public", "admin")}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
-            "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
-            "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
-            "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
-            "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
-            "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
-            "EDGEWARD_SIGNING_KEY_FILE": str(tmp_path / "gateway.key"),
+        env = serve_env(stub, tmp_path / "gateway.key", ports) | {
             "EDGEWARD_REDIS_URL": redis_server.url,
             "EDGEWARD_WORKERS": "2",
         } | extra
