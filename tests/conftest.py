@@ -1,4 +1,5 @@
-"""Shared fixtures: the native/pure twins of each hot-path concern, and a real redis-server.
+"""Shared fixtures: the native/pure twins of each hot-path concern, a real redis-server and a real
+Redis Cluster.
 
 Every behaviour test of a hot-path concern takes its ``*_impl`` fixture and so runs against
 both twins, with ids ``c`` (native, marked ``native``) and ``py``; none imports a twin directly.
@@ -14,6 +15,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 
@@ -66,3 +68,14 @@ def redis_server(redis_server_session: RedisServer) -> RedisServer:
         redis_server_session.start()
     redis_server_session.flushall()
     return redis_server_session
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """A 3-master, 3-replica cluster per test module (tests that kill a node bring it back)."""
+    cluster = RedisCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import pytest
@@ -33,16 +33,6 @@ T = TypeVar("T")
 HEALTHY_TIMEOUT_MS = 30_000
 TTL_MS = 600_000
 FAILOVER_DEADLINE_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ replay refused by another gateway, a budget shared through the cluster, and repl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import grpc
-import pytest
 
 from edgeward.gateway.replay import replay_key
 from edgeward.gateway.session_source import session_key
@@ -24,16 +22,6 @@ from tests.integration.test_session_source import project, publish_snapshot, sna
 from tests.support.redis_cluster import RedisCluster
 
 FAILOVER_DEADLINE_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    cluster = RedisCluster()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def channel_to(port: int) -> grpc.aio.Channel:
