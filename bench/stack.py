@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.processes import stop_all
 from edgeward.files import atomic_write
 
 __all__ = (
@@ -47,13 +47,7 @@ def move_to_other_cores() -> None:
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_all([proc])
 
 
 class Stub:

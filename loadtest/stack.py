@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeward.devtools.ports import NotListening, free_port, wait_listening
+from edgeward.devtools.processes import stop_all
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from loadtest.target import Target
@@ -31,18 +31,6 @@ __all__ = ("local_stack",)
 
 _PER_IP_RAISED = {"EDGEWARD_BUDGET_IP": "100000:100000", "EDGEWARD_PUBLIC_LIMIT_IP": "100000:100000"}
 _READY_TIMEOUT_S = 30.0
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in reversed(procs):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _push_connected(admin_port: int) -> bool:
@@ -117,4 +105,4 @@ def local_stack(state_dir: Path) -> Iterator[Target]:
                 gateway_public_key=signer.public_key_b64,
             )
         finally:
-            _stop(procs)
+            stop_all(procs)

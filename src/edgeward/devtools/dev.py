@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgeward.config import Address
 from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.processes import stop_all
 from edgeward.files import atomic_write
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import load_signer, save_signer
@@ -56,18 +57,6 @@ def _start_redis(state: Path) -> tuple[subprocess.Popen[bytes], str]:
     )
     wait_listening(port, proc, what="redis-server")
     return proc, f"redis://127.0.0.1:{port}/0"
-
-
-def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    for proc in reversed(children):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in reversed(children):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -119,4 +108,4 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"edgeward dev: {exc}", file=sys.stderr)
         return 1
     finally:
-        _stop_all(children)
+        stop_all(children)
