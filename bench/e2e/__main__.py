@@ -1,21 +1,29 @@
 """End-to-end benchmark: the gateway's CPU per ExecuteCommand, next to what it cannot avoid.
 
 ``python -m bench.e2e`` (or ``make bench``) starts, on loopback: a private redis-server, the
-stub backend, then in turn the native gateway, the pure-Python gateway (EDGEWARD_NO_EXTENSIONS=1)
-and a bare grpc.aio echo server. A separate load-generator process sends each of them the same
-number of pre-signed requests with the same number in flight and reads the server's CPU time
-from /proc. The baseline is the echo server's CPU per request plus one raw Ed25519 verify and one
-raw sign, the least any verifying, signing gateway on grpc.aio could spend. The difference is
-accounted for in place, by gateways with one stage replaced by a no-op (bench/e2e/ablated_gateway.py)
-measured in the same rounds, and alone, stage by stage (bench/e2e/stages.py). Everything is
-measured in this run; the table is printed and written as JSON, and the run fails if the native
-gateway misses the ``e2e_cpu`` budget (bench/budgets.py).
+stub backend, then in turn the native gateway, a bare grpc.aio echo server, the in-place floor,
+the pure-Python gateway (EDGEWARD_NO_EXTENSIONS=1) and the gateway with one stage replaced by a
+no-op (bench/e2e/ablated_gateway.py). A separate load-generator process sends each of them the
+same number of pre-signed requests with the same number in flight (closed loop: saturation) and
+reads the server's CPU time and its main thread's context switches from /proc.
+
+The two baselines:
+- the bare echo: what gRPC, HTTP/2 and asyncio cost per call before any gateway logic;
+- the in-place floor: the echo server making the gateway's two I/O legs with the gateway's own
+  clients (a Redis SET NX PX, a backend POST) and one Ed25519 verify and one sign, all in place
+  (bench/e2e/echo_server.py ``--legs --crypto``): what any verifying, forwarding, signing
+  gateway on grpc.aio cannot avoid. The gateway / floor ratio is the gateway's own Python.
+
+Every server is measured once per round, the rounds alternate, and each budget (bench/budgets.py:
+``gateway_vs_floor``, ``gateway_vs_echo``) is checked against the median of the per-round
+ratios, printed with its minimum and maximum (bench/spread.py). The stage breakdown in place is,
+per round, the native gateway minus the gateway without that stage; it is the difference of two
+noisy figures, so its spread is printed too. The table is printed and written as JSON.
 
 On a machine with two or more cores the measured server runs alone on core 0 and everything
 else (load generator, stub backend, Redis, this process) on core 1, so the gateway and the echo
 server are measured under the same conditions although only the gateway has neighbours to talk
-to. The servers are measured in alternating rounds and each figure is its best round: load from
-outside the benchmark only ever adds CPU time.
+to.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import uvloop
 from bench.budgets import BUDGETS
 from bench.e2e.ablated_gateway import STAGES
 from bench.e2e.echo_server import Crypto
+from bench.spread import Spread
 from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop
 from edgeward.client import build_signed_request
 from edgeward.devtools.ports import free_port, wait_listening
@@ -50,14 +59,23 @@ _IN_PLACE_NAMES = {
 }
 
 
-def _best(runs: list[dict[str, float]]) -> dict[str, float]:
-    return min(runs, key=lambda run: run["cpu_us_per_request"])
-
-
 def _loadgen(args: argparse.Namespace, mode: str, target: str, pid: int, **extra: str) -> dict[str, float]:
     cmd = [
-        sys.executable, "-m", "bench.e2e.loadgen", "--mode", mode, "--target", target, "--pid", str(pid),
-        "--requests", str(args.requests), "--warmup", str(args.warmup), "--concurrency", str(args.concurrency),
+        sys.executable,
+        "-m",
+        "bench.e2e.loadgen",
+        "--mode",
+        mode,
+        "--target",
+        target,
+        "--pid",
+        str(pid),
+        "--requests",
+        str(args.requests),
+        "--warmup",
+        str(args.warmup),
+        "--concurrency",
+        str(args.concurrency),
     ]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", value]
@@ -89,8 +107,12 @@ def _run_gateway(
         wait_listening(ports["grpc"], proc, what="gateway")
         wait_listening(ports["public"], proc, what="gateway public listener")
         return _loadgen(
-            args, "gateway", f"127.0.0.1:{ports['grpc']}", proc.pid,
-            public_url=f"http://127.0.0.1:{ports['public']}", backend_url=env["EDGEWARD_BACKEND_BASE_URL"],
+            args,
+            "gateway",
+            f"127.0.0.1:{ports['grpc']}",
+            proc.pid,
+            public_url=f"http://127.0.0.1:{ports['public']}",
+            backend_url=env["EDGEWARD_BACKEND_BASE_URL"],
             gateway_public_key=public_key_hex,
         )
     finally:
@@ -105,7 +127,11 @@ def _run_echo(
         extra += ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.e2e.echo_server", *extra],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=on_server_core,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=on_server_core,
     )
     try:
         assert proc.stdout is not None
@@ -142,12 +168,16 @@ def _stage_breakdown(args: argparse.Namespace, backend_url: str, redis_url: str)
         return runner.run(measure_stages(request, client.public_key, backend_url, redis_url, args.concurrency))
 
 
+Runs = list[dict[str, float]]
+_SERVERS = ("echo", "echo_legs", "floor", "native", "pure")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each figure is its best")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; budgets take the median ratio")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "e2e.json"))
     args = parser.parse_args()
     move_to_other_cores()  # inherited by Redis, the stub and the load generator
@@ -166,101 +196,138 @@ def main() -> int:
     try:
         stub.start()
         public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
-        natives, pures, echoes, legged, floors = [], [], [], [], []
-        ablated_runs: dict[str, list[dict[str, float]]] = {stage: [] for stage in STAGES}
+        runs: dict[str, Runs] = {name: [] for name in (*_SERVERS, *STAGES)}
         for _ in range(args.rounds):
-            natives.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex))
-            echoes.append(_run_echo(args, env))
-            for stage, runs in ablated_runs.items():
-                runs.append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex, without=stage))
-            legged.append(_run_echo(args, env, legs=True))
-            floors.append(_run_echo(args, env, legs=True, crypto=True))
-            pures.append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
-        native, pure, echo, echo_legs, floor = _best(natives), _best(pures), _best(echoes), _best(legged), _best(floors)
-        ablated = {stage: _best(runs) for stage, runs in ablated_runs.items()}
+            # The gateway and its two baselines back to back, so each round's ratios compare
+            # runs that met the same neighbours.
+            runs["native"].append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex))
+            runs["echo"].append(_run_echo(args, env))
+            runs["floor"].append(_run_echo(args, env, legs=True, crypto=True))
+            runs["echo_legs"].append(_run_echo(args, env, legs=True))
+            for stage in STAGES:
+                runs[stage].append(_run_gateway(args, env, pure=False, public_key_hex=public_key_hex, without=stage))
+            runs["pure"].append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
         verify_us, sign_us = _raw_crypto_us()
         stages = _stage_breakdown(args, stub.base_url, redis.url)
     finally:
         stub.stop()
         redis.close()
-    return _report(args, native, pure, echo, echo_legs, floor, ablated, verify_us, sign_us, stages)
+    return _report(args, runs, verify_us, sign_us, stages)
+
+
+def _cpu(runs: Runs) -> list[float]:
+    return [run["cpu_us_per_request"] for run in runs]
+
+
+def _figure(runs: Runs, key: str = "cpu_us_per_request") -> Spread:
+    return Spread.of([run[key] for run in runs])
 
 
 def _report(
-    args: argparse.Namespace,
-    native: dict[str, float],
-    pure: dict[str, float],
-    echo: dict[str, float],
-    echo_legs: dict[str, float],
-    floor: dict[str, float],
-    ablated: dict[str, dict[str, float]],
-    verify_us: float,
-    sign_us: float,
-    stages: dict[str, float],
+    args: argparse.Namespace, runs: dict[str, Runs], verify_us: float, sign_us: float, stages: dict[str, float]
 ) -> int:
-    baseline = echo["cpu_us_per_request"] + verify_us + sign_us
-    ratio = native["cpu_us_per_request"] / baseline
-    budget = BUDGETS["e2e_cpu"]
+    echo, floor = _cpu(runs["echo"]), _cpu(runs["floor"])
     rows = [
-        ("bare grpc.aio echo", echo["cpu_us_per_request"], echo["requests_per_s"]),
-        ("raw Ed25519 verify + raw sign", verify_us + sign_us, None),
-        ("baseline: echo + verify + sign", baseline, None),
-        ("echo + Redis SET + backend POST", echo_legs["cpu_us_per_request"], echo_legs["requests_per_s"]),
-        ("  ... + verify + sign", echo_legs["cpu_us_per_request"] + verify_us + sign_us, None),
-        ("  ... + verify + sign, in place", floor["cpu_us_per_request"], floor["requests_per_s"]),
-        ("native gateway", native["cpu_us_per_request"], native["requests_per_s"]),
-        ("pure-Python gateway", pure["cpu_us_per_request"], pure["requests_per_s"]),
+        ("bare grpc.aio echo", "echo"),
+        ("echo + Redis SET + backend POST", "echo_legs"),
+        ("in-place floor: ... + verify + sign", "floor"),
+        ("native gateway", "native"),
+        ("pure-Python gateway", "pure"),
     ]
     cores = "server alone on core 0" if SERVER_CORE is not None else "one core shared"
     print(
-        f"\nedgeward end to end: {args.requests} requests, {args.concurrency} in flight, loopback, uvloop, "
-        f"{cores}, best of {args.rounds} rounds"
+        f"\nedgeward end to end: {args.requests} requests, {args.concurrency} in flight (saturation), loopback, "
+        f"uvloop, {cores}, {args.rounds} alternating rounds;\neach figure: median [min-max] over the rounds; "
+        "ratios are taken round by round"
     )
-    print(f"{'':<34} {'CPU µs/req':>10} {'x baseline':>10} {'req/s':>8}")
-    for name, cpu, rps in rows:
-        print(f"{name:<34} {cpu:>10.1f} {cpu / baseline:>10.2f} {'' if rps is None else f'{rps:>8.0f}'}")
-    total = native["cpu_us_per_request"]
-    in_place = {stage: total - ablated[stage]["cpu_us_per_request"] for stage in STAGES}
+    print(f"{'':<36} {'CPU µs/req':>20} {'x echo':>17} {'x floor':>17} {'req/s':>7} {'wake-ups/req':>18}")
+    for name, key in rows:
+        cpu = _cpu(runs[key])
+        switches = [
+            _figure(runs[key], f"{name}_per_request").median
+            for name in ("main_voluntary_switches", "main_involuntary_switches", "thread_wake_ups")
+        ]
+        print(
+            f"{name:<36} {Spread.of(cpu).show(1):>20} {Spread.ratios(cpu, echo).show():>17} "
+            f"{Spread.ratios(cpu, floor).show():>17} {_figure(runs[key], 'requests_per_s').median:>7.0f} "
+            f"{'{:.1f} + {:.1f} | {:.1f}'.format(*switches):>18}"
+        )
     print(
-        "\nnative gateway, where the CPU goes in place (µs/req): the native gateway minus the gateway with "
-        "that stage\nreplaced by a no-op (bench/e2e/ablated_gateway.py), both best of the same rounds"
+        f"{'raw Ed25519 verify + raw sign':<36} {verify_us + sign_us:>20.1f}   (one raw libsodium call each, "
+        "in this process)\n(wake-ups: the server main thread's voluntary + involuntary context switches | "
+        "its other threads' wake-ups, mostly grpc.aio's completion-queue poller)"
     )
-    rest = total - echo["cpu_us_per_request"] - sum(in_place.values())
-    for name, cpu in [
-        ("gRPC server + HTTP/2 + asyncio (echo)", echo["cpu_us_per_request"]),
-        *((_IN_PLACE_NAMES[stage], in_place[stage]) for stage in STAGES),
-        ("the rest: decode, session cache, pipeline, gRPC handler", rest),
-        ("total (native gateway)", total),
-    ]:
-        print(f"  {name:<56} {cpu:>8.1f}")
+    in_place = _in_place(runs)
     print(
-        f"  (the two I/O legs in an echo server: {echo_legs['cpu_us_per_request'] - echo['cpu_us_per_request']:.1f} "
-        f"µs; raw verify + sign alone: {verify_us + sign_us:.1f} µs)"
+        "\nnative gateway, where the CPU goes in place (µs/req, median [min-max] of the per-round difference\n"
+        "between the native gateway and the gateway with that stage replaced by a no-op, ablated_gateway.py;\n"
+        "a difference of two noisy figures: read the spread before the median)"
+    )
+    for name, spread in in_place.items():
+        print(f"  {name:<56} {spread.show(1):>22}")
+    print(
+        f"  (the two I/O legs in an echo server: "
+        f"{Spread.of([a - b for a, b in zip(_cpu(runs['echo_legs']), echo, strict=True)]).show(1)} µs; "
+        f"raw verify + sign alone: {verify_us + sign_us:.1f} µs)"
     )
     print("\nthe same stages measured alone in this process (stages.py; µs/req):")
-    for name, cpu in stages.items():
-        print(f"  {name:<56} {cpu:>8.1f}")
-    met = budget.met(ratio)
-    print(f"\nbudget e2e_cpu: {budget.describe()}: {ratio:.2f} {'ok' if met else 'MISSED'}")
+    for name, alone in stages.items():
+        print(f"  {name:<56} {alone:>8.1f}")
+    checks = {
+        "gateway_vs_floor": Spread.ratios(_cpu(runs["native"]), floor),
+        "gateway_vs_echo": Spread.ratios(_cpu(runs["native"]), echo),
+    }
+    print()
+    all_met = True
+    for name, spread in checks.items():
+        budget = BUDGETS[name]
+        met = budget.met(spread.median)
+        all_met &= met
+        print(f"budget {name}: {budget.describe()}: {spread.show()} {'ok' if met else 'MISSED'}")
+    pure = {
+        "pure_vs_floor": Spread.ratios(_cpu(runs["pure"]), floor),
+        "pure_vs_echo": Spread.ratios(_cpu(runs["pure"]), echo),
+    }
     print(
-        f"  (the floor, an echo server making both I/O legs and verifying and signing in place: "
-        f"{floor['cpu_us_per_request'] / baseline:.2f})"
+        f"  (pure-Python gateway, no budget: / floor {pure['pure_vs_floor'].show()}, "
+        f"/ echo {pure['pure_vs_echo'].show()})"
     )
     result = {
-        "requests": args.requests, "concurrency": args.concurrency,
-        "echo": echo, "echo_with_io_legs": echo_legs, "echo_with_io_legs_and_crypto": floor,
-        "native": native, "pure": pure,
-        "raw_verify_us": verify_us, "raw_sign_us": sign_us, "baseline_us": baseline,
-        "native_vs_baseline": ratio, "pure_vs_baseline": pure["cpu_us_per_request"] / baseline,
-        "floor_vs_baseline": floor["cpu_us_per_request"] / baseline,
-        "stages_us": stages, "in_place_us": in_place, "ablated": ablated,
-        "budget": budget.describe(), "budget_met": met,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "runs": runs,
+        "raw_verify_us": verify_us,
+        "raw_sign_us": sign_us,
+        "stages_alone_us": stages,
+        "in_place_us": {name: spread.as_json() for name, spread in in_place.items()},
+        "ratios": {name: spread.as_json() for name, spread in (checks | pure).items()},
+        "budgets": {
+            name: {"budget": BUDGETS[name].describe(), "met": BUDGETS[name].met(spread.median)}
+            for name, spread in checks.items()
+        },
     }
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {path}")
-    return 0 if met else 1
+    return 0 if all_met else 1
+
+
+def _in_place(runs: dict[str, Runs]) -> dict[str, Spread]:
+    """Per round: what each stage costs in place, gRPC's share (the echo) and what is left."""
+    native, echo = _cpu(runs["native"]), _cpu(runs["echo"])
+    stage_costs = {stage: [n - a for n, a in zip(native, _cpu(runs[stage]), strict=True)] for stage in STAGES}
+    rest = [
+        total - grpc - sum(costs[i] for costs in stage_costs.values())
+        for i, (total, grpc) in enumerate(zip(native, echo, strict=True))
+    ]
+    return {
+        "gRPC server + HTTP/2 + asyncio (echo)": Spread.of(echo),
+        **{_IN_PLACE_NAMES[stage]: Spread.of(costs) for stage, costs in stage_costs.items()},
+        "the rest: decode, session cache, pipeline, gRPC handler": Spread.of(rest),
+        "total (native gateway)": Spread.of(native),
+    }
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every request is built and signed before the clock starts, so the measured window holds only
 sending and receiving. After a warm-up (sessions cached, connections open), it reads the
 server process's CPU time from /proc, sends the measured requests with a fixed number in flight,
-reads the CPU time again, and prints one JSON line: CPU microseconds per request and req/s.
+reads the CPU time again, and prints one JSON line: CPU microseconds per request, req/s, and the
+server's context switches per request (its wake-ups, ``context_switches``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,35 @@ def process_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def context_switches(pid: int) -> tuple[int, int, int]:
+    """Context switches of ``pid`` so far: its main thread's voluntary and involuntary, and its
+    other threads' voluntary ones.
+
+    The main thread runs the event loop: a voluntary switch is the loop going to sleep in epoll
+    with nothing to do, an involuntary one a preemption, mostly by the process's own threads on
+    the same core. Another thread's voluntary switch is that thread going back to sleep after a
+    wake-up: for grpc.aio, its completion-queue poller waking once per completion (docs/performance.md).
+    """
+    main_voluntary = main_involuntary = others_voluntary = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                counts = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        if int(tid) == pid:
+            main_voluntary = int(counts["voluntary_ctxt_switches"])
+            main_involuntary = int(counts["nonvoluntary_ctxt_switches"])
+        else:
+            others_voluntary += int(counts["voluntary_ctxt_switches"])
+    return main_voluntary, main_involuntary, others_voluntary
+
+
+def switches_per_request(before: tuple[int, int, int], after: tuple[int, int, int], count: int) -> dict[str, float]:
+    names = ("main_voluntary_switches", "main_involuntary_switches", "thread_wake_ups")
+    return {f"{name}_per_request": (a - b) / count for name, a, b in zip(names, after, before, strict=True)}
 
 
 async def _requests(args: argparse.Namespace, count: int) -> list[bytes]:
@@ -78,14 +108,15 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             requests = requests[1:]
         failures = await _send_all(channel, requests[: args.warmup], args.concurrency)
         measured = requests[args.warmup :]
-        cpu0, wall0 = process_cpu_seconds(args.pid), time.perf_counter()
+        switches0, cpu0, wall0 = context_switches(args.pid), process_cpu_seconds(args.pid), time.perf_counter()
         failures += await _send_all(channel, measured, args.concurrency)
-        cpu1, wall1 = process_cpu_seconds(args.pid), time.perf_counter()
+        cpu1, wall1, switches1 = process_cpu_seconds(args.pid), time.perf_counter(), context_switches(args.pid)
     return {
         "requests": len(measured),
         "failures": failures,
         "cpu_us_per_request": (cpu1 - cpu0) / len(measured) * 1e6,
         "requests_per_s": len(measured) / (wall1 - wall0),
+        **switches_per_request(switches0, switches1, len(measured)),
     }
 
 

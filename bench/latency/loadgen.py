@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 import uvloop
 
-from bench.e2e.loadgen import EXECUTE, process_cpu_seconds
+from bench.e2e.loadgen import EXECUTE, context_switches, process_cpu_seconds, switches_per_request
 from bench.e2e.loadgen import _requests as build_requests  # the same pre-signed requests as bench.e2e
 from bench.latency.schedule import latencies, percentile, send_times, summarize
 from edgeward._pb import gateway_pb2
@@ -98,9 +98,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         warmup = _Run(calls, requests[1 : 1 + warmup_count], args.rate)
         await warmup.run()
         measured = _Run(calls, requests[1 + warmup_count :], args.rate)
-        cpu0 = process_cpu_seconds(args.pid)
+        switches0, cpu0 = context_switches(args.pid), process_cpu_seconds(args.pid)
         await measured.run()
-        cpu1 = process_cpu_seconds(args.pid)
+        cpu1, switches1 = process_cpu_seconds(args.pid), context_switches(args.pid)
     finally:
         for channel in channels:
             await channel.close(grace=None)
@@ -119,6 +119,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "send_late_p99_ms": percentile(late, 99) * 1e3,
         "max_in_flight": measured.max_in_flight,
         "cpu_us_per_request": (cpu1 - cpu0) / count * 1e6,
+        **switches_per_request(switches0, switches1, count),
     }
 
 

@@ -31,7 +31,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(
-        f"edgeward ExecuteCommand, open loop, loopback: best of {result['rounds']} rounds "
+        f"edgeward ExecuteCommand, open loop, loopback: median of {result['rounds']} rounds "
         f"of {result['duration_s']:g} s",
         fontsize=10,
     )
