@@ -76,7 +76,10 @@ async def _send_all(channels: list[grpc.aio.Channel], requests: list[bytes], per
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
     requests = await _requests(args, args.warmup + args.requests)
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.channels)]
+    # A local subchannel pool per channel, or grpcio shares one connection among them all and the
+    # kernel places that one connection, so every request, on a single worker.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)]
     try:
         per_channel = max(1, args.concurrency // args.channels)
         failures = await _send_all(channels, requests[: args.warmup], per_channel)

@@ -101,7 +101,8 @@ async def test_streams_are_capped_per_device_session_and_per_user(
         err = await Stream(channel, a1).refused()
         assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "too_many_streams")
         assert err.metadata == {"scope": "device_session", "max_streams": "1"}
-        await Stream(channel, a2).opened()
+        s_a2 = Stream(channel, a2)  # held: grpcio cancels a call its caller no longer references
+        await s_a2.opened()
         err = await Stream(channel, a3).refused()
         assert err.metadata == {"scope": "user", "max_streams": "2"}
         s_a1.cancel()  # a stream the client leaves frees its place

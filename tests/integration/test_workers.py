@@ -114,8 +114,13 @@ async def start_host(stub: StubBackend, redis_server: RedisServer, tmp_path: Pat
 
 
 async def execute(target: str, data: bytes, options: list[tuple[str, str]] | None = None) -> GatewayError | None:
-    """One call on a channel of its own (so, a connection of its own); the gateway's error or None."""
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
+    """One call on a channel of its own (so, a connection of its own); the gateway's error or None.
+
+    A local subchannel pool: otherwise grpcio (1.83 at least) hands a new channel the connection a
+    closed channel to the same address left, and every call would reach the same worker.
+    """
+    own_connection = [("grpc.use_local_subchannel_pool", 1), *(options or [])]
+    async with grpc.aio.insecure_channel(target, options=own_connection) as channel:
         try:
             await channel.unary_unary(EXECUTE)(data, timeout=WAIT_S)
         except grpc.aio.AioRpcError as err:
