@@ -16,6 +16,16 @@ Candidates:
 - asyncio streams: a bare HTTP/1.1 exchange on StreamReader/StreamWriter, with no pool, no
   deadline and no header validation: a floor for "hand-written over asyncio", not a client.
 - httpx, aiosonic: measured when importable (they are not dependencies of edgeward).
+
+``test_http11_against_a_bare_protocol`` answers another question: what the client costs over the
+least a hand-written client must do, at the gateway's load (32 requests in flight, as in
+bench.e2e) rather than one at a time. Against a minimal uvloop + httptools echo server in a
+subprocess, it alternates rounds of http11, BackendClient.forward and a bare ``asyncio.Protocol``
+on uvloop (one connection per caller, prepared request bytes, httptools parsing the answer, a
+future resolved per request: no pool, no deadline, no validation, no bounds). Each round's
+client CPU (user + system, from getrusage) is divided by the bare protocol's of the same round;
+the median, min and max of those ratios are printed. Reported, not budgeted: on a shared machine
+a round's ratio moves with the neighbours' load.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.util
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import httptools
 import orjson
 import pytest
 import uvloop
@@ -226,9 +239,9 @@ async def _measure(base: str) -> dict[str, Result]:
 
 
 @contextlib.contextmanager
-def echo_server() -> Any:
+def echo_server(source: str = SERVER) -> Any:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
@@ -273,3 +286,172 @@ def test_backend_client_cpu_per_request() -> None:
     for loop_name, results in tables.items():
         ratio = results[CHOSEN].cpu_us / results["aiohttp"].cpu_us
         assert ratio < 0.8, f"{loop_name}: {CHOSEN} costs {ratio:.2f}x aiohttp's CPU per request"
+
+
+# -- http11 against a bare protocol, 32 requests in flight ---------------------------------------
+
+IN_FLIGHT = 32
+BARE_ROUNDS = 15
+BARE_REQUESTS = 3_200  # per round and candidate: 100 per caller
+
+BARE_SERVER = """
+import asyncio, sys
+import httptools, uvloop
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.parser, self.body = transport, httptools.HttpRequestParser(self), []
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+
+    def on_body(self, body):
+        self.body.append(body)
+
+    def on_message_complete(self):
+        body, self.body = b"".join(self.body), []
+        self.transport.write(
+            b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n"
+            b"Date: Wed, 02 Dec 2026 08:00:00 GMT\\r\\nServer: echo\\r\\n\\r\\n%s" % (len(body), body)
+        )
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)  # until stdin closes
+    server.close()
+
+uvloop.run(main())
+"""
+
+
+class _BareConnection(asyncio.Protocol):
+    """The least a client does: write prepared bytes, parse the answer with httptools, settle a future."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        body, self._body = b"".join(self._body), []
+        assert self._waiter is not None
+        self._waiter.set_result(body)
+
+    def send(self, data: bytes) -> asyncio.Future[bytes]:
+        assert self.transport is not None
+        self._waiter = self._loop.create_future()
+        self.transport.write(data)
+        return self._waiter
+
+
+# Each opener gives one call per caller (the bare protocol: one connection each).
+PerCaller = Callable[[int], Call]
+
+
+@contextlib.asynccontextmanager
+async def bare_protocol(base: str) -> AsyncIterator[PerCaller]:
+    loop = asyncio.get_running_loop()
+    origin = Origin.from_url(base)
+    head = f"POST {PATH} HTTP/1.1\r\nHost: {origin.host_header}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in HEADERS.items()
+    )
+    request = f"{head}Content-Length: {len(PAYLOAD)}\r\n\r\n".encode() + PAYLOAD
+    conns = [
+        (await loop.create_connection(lambda: _BareConnection(loop), origin.host, origin.port))[1]
+        for _ in range(IN_FLIGHT)
+    ]
+
+    def caller(i: int) -> Call:
+        conn = conns[i]
+
+        async def call() -> bytes:
+            return await conn.send(request)
+
+        return call
+
+    try:
+        yield caller
+    finally:
+        for conn in conns:
+            assert conn.transport is not None
+            conn.transport.close()
+
+
+def _shared(opener: Opener) -> Callable[[str], contextlib.AbstractAsyncContextManager[PerCaller]]:
+    """An opener whose one client serves every caller."""
+
+    @contextlib.asynccontextmanager
+    async def open_(base: str) -> AsyncIterator[PerCaller]:
+        async with opener(base) as call:
+            yield lambda _i: call
+
+    return open_
+
+
+BARE_CANDIDATES = {
+    "bare protocol": bare_protocol,
+    "http11": _shared(http11_client),
+    "BackendClient.forward": _shared(backend_forward),
+}
+
+
+async def _cpu_round(caller: PerCaller, n: int) -> tuple[float, float]:
+    """(user, system) CPU µs per request of ``n`` requests from IN_FLIGHT callers."""
+
+    async def run(call: Call) -> None:
+        for _ in range(n // IN_FLIGHT):
+            if await call() != PAYLOAD:
+                raise AssertionError("wrong echo")
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(run(caller(i)) for i in range(IN_FLIGHT)))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    done = n // IN_FLIGHT * IN_FLIGHT
+    return (after.ru_utime - before.ru_utime) / done * 1e6, (after.ru_stime - before.ru_stime) / done * 1e6
+
+
+async def _measure_bare(base: str) -> dict[str, list[tuple[float, float]]]:
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in BARE_CANDIDATES}
+    async with contextlib.AsyncExitStack() as stack:
+        callers = {name: await stack.enter_async_context(opener(base)) for name, opener in BARE_CANDIDATES.items()}
+        for caller in callers.values():
+            await _cpu_round(caller, IN_FLIGHT * 10)  # warm-up: every connection open
+        for _ in range(BARE_ROUNDS):
+            for name, caller in callers.items():
+                rounds[name].append(await _cpu_round(caller, BARE_REQUESTS))
+    return rounds
+
+
+@pytest.mark.timeout(600)
+def test_http11_against_a_bare_protocol() -> None:
+    with echo_server(BARE_SERVER) as base, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        rounds = runner.run(asyncio.wait_for(_measure_bare(base), 300))
+    bare = [user + system for user, system in rounds["bare protocol"]]
+    print(f"\nbackend client against a bare uvloop protocol: {IN_FLIGHT} requests in flight, {len(PAYLOAD)}-byte POST")
+    print(f"{BARE_ROUNDS} alternating rounds x {BARE_REQUESTS} requests; client CPU (user + system) µs per request")
+    print(f"{'candidate':<24} {'median':>7} {'min':>6} {'user':>6} {'system':>7}   x bare per round: median (min-max)")
+    for name, cpu in rounds.items():
+        total = [user + system for user, system in cpu]
+        ratios = [t / b for t, b in zip(total, bare, strict=True)]
+        user = statistics.median(u for u, _ in cpu)
+        system = statistics.median(s for _, s in cpu)
+        print(
+            f"{name:<24} {statistics.median(total):>7.1f} {min(total):>6.1f} {user:>6.1f} {system:>7.1f}   "
+            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        )
