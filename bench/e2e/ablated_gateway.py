@@ -13,7 +13,7 @@ stage covers. The stand-ins:
 - ``crypto``: the client signature always verifies, and every answer is the first one encoded
   and signed (the load generator verifies that first answer, so the run still proves a
   working gateway): Ed25519 verify, response encode and sign are gone.
-- ``replay``: every reservation succeeds without Redis.
+- ``replay``: every reservation succeeds without Redis (and never with the budgets' script).
 - ``backend``: every command is answered "ok" with a body like the stub's echo, without a call.
 - ``protection``: no command budgets, no pre-auth guard, no request metrics.
 """
@@ -50,6 +50,7 @@ def _without_replay() -> None:
         return True
 
     RedisReplayStore.reserve = reserve  # type: ignore[method-assign]
+    RedisReplayStore.reserve_charging = lambda *_args: None  # type: ignore[method-assign,assignment,return-value]
 
 
 def _without_backend() -> None:

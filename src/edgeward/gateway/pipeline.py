@@ -107,15 +107,15 @@ class RequestVerifier:
                 session = await self._session(req, client_ip)
         await self._check_signature(req, client_ip, session)
         if tracer is None:
-            await self._reserve(req)
+            charged = await self._reserve(req, client_ip, session)
         else:
             with tracer.step("replay_reservation"):
-                await self._reserve(req)
+                charged = await self._reserve(req, client_ip, session)
         if tracer is None:
-            await self._charge(req, client_ip, session)
+            await self._charge(req, client_ip, session, charged)
         else:
             with tracer.step("budgets"):
-                await self._charge(req, client_ip, session)
+                await self._charge(req, client_ip, session, charged)
         return VerifiedRequest(req, session)
 
     async def _session(self, req: SignedRequest, client_ip: str) -> SessionRecord:
@@ -148,18 +148,37 @@ class RequestVerifier:
                 metadata={"server_time_ms": str(now)},
             )
 
-    async def _reserve(self, req: SignedRequest) -> None:
-        """Step 6."""
+    async def _reserve(self, req: SignedRequest, client_ip: str, session: SessionRecord) -> Rejection | bool:
+        """Step 6; with step 7's decision in the same Redis round trip when the store shares its
+        server with the budgets (docs/replay.md). False: step 7 is still to do; else its outcome,
+        True (admitted and charged) or the budget refusal for ``_charge`` to raise, so a replay
+        still answers replayed_request first and is charged nothing."""
         started = time.perf_counter()
+        replay, ttl_ms = self._replay, self._replay_ttl_ms
+        charged: Rejection | bool = False
         try:
-            first_seen = await self._replay.reserve(req.device_session_id, req.request_id, self._replay_ttl_ms)
+            both = replay.reserve_charging(
+                req.device_session_id, req.request_id, ttl_ms, client_ip, session.user_id, req.message_type
+            )
+            if both is None:
+                first_seen = await replay.reserve(req.device_session_id, req.request_id, ttl_ms)
+            else:
+                first_seen, refused = await both
+                charged = True if refused is None else refused
         finally:
             self._replay_timer.observe(time.perf_counter() - started)
         if not first_seen:
             raise Rejection(Reason.REPLAYED_REQUEST)
+        return charged
 
-    async def _charge(self, req: SignedRequest, client_ip: str, session: SessionRecord) -> None:
-        """Step 7."""
+    async def _charge(
+        self, req: SignedRequest, client_ip: str, session: SessionRecord, charged: Rejection | bool
+    ) -> None:
+        """Step 7, unless ``_reserve`` decided it (``charged``: True, or the refusal to raise)."""
+        if charged is not False:
+            if charged is True:
+                return
+            raise charged
         pending = self._budgets.charge(client_ip, req.device_session_id, session.user_id, req.message_type)
         if pending is not None:  # None when the in-process limiter decided at once
             await pending

@@ -8,7 +8,9 @@ pass, and it never forgets a live reservation before its TTL ends.
 ``MemoryReplayStore`` is the embedded default for a single gateway. ``RedisReplayStore`` shares
 reservations across gateway instances; it batches the reservations of one event-loop turn into
 a single pipeline so a busy gateway pays one round trip per turn, not one per request, over the
-auto-pipelining connection of ``edgeward.io.resp``.
+auto-pipelining connection of ``edgeward.io.resp``. When the command budgets' Redis limiter uses
+the same single-node server (``share_round_trip``), ``reserve_charging`` does steps 6 and 7 in
+one script call, so a request pays one round trip for both, with the store's fail-closed rules.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from edgeward.clock import monotonic_ms
 from edgeward.io.redis import connect
-from edgeward.io.resp import ConnectionLost, RespError
+from edgeward.io.resp import Arg, ConnectionLost, Reply, RespError
+from edgeward.protection.budgets import CommandBudgets, refusal
+from edgeward.protection.limiter import Hit
+from edgeward.protection.redis_limiter import RedisLimiter, is_noscript, load_script
 from edgeward.reasons import Reason, Rejection
 
 __all__ = (
@@ -44,6 +49,18 @@ class ReplayStore(Protocol):
 
         Raises ``Rejection(Reason.REPLAY_STORE_UNAVAILABLE)`` when the store cannot answer:
         never a pass.
+        """
+        ...
+
+    def reserve_charging(
+        self, device_session_id: str, request_id: str, ttl_ms: int, client_ip: str, user_id: str, message_type: str
+    ) -> Awaitable[tuple[bool, Rejection | None]] | None:
+        """Steps 6 and 7 in one Redis round trip, when the store shares its server with the budgets.
+
+        None when it cannot now: the caller runs ``reserve`` and then the budgets' ``charge``.
+        Otherwise an awaitable of (first seen, budget refusal): a replay is (False, None) and
+        charged nothing; a request the budgets refuse keeps its reservation, as with two steps.
+        Raises as ``reserve`` does.
         """
         ...
 
@@ -119,6 +136,12 @@ class MemoryReplayStore:
         heapq.heappush(self._heap, (deadline, key))
         return True
 
+    def reserve_charging(
+        self, device_session_id: str, request_id: str, ttl_ms: int, client_ip: str, user_id: str, message_type: str
+    ) -> Awaitable[tuple[bool, Rejection | None]] | None:
+        """Never: no round trip to save."""
+        return None
+
     async def ping(self) -> bool:
         """Ready while open and not full: a full store rejects every new request."""
         return not self._closed and len(self) < self.max_entries
@@ -171,6 +194,8 @@ class RedisReplayStore:
         self._errors = 0
         self._closed = False
         self._healthy = True
+        self._budgets: CommandBudgets | None = None  # charged with the reservations (share_round_trip)
+        self._limiter: RedisLimiter | None = None  # their limiter, on this store's server
 
     @property
     def stats(self) -> RedisReplayStats:
@@ -196,6 +221,65 @@ class RedisReplayStore:
             self._set_healthy(True)
             return reply is not None
         raise self._failed(reply)  # Redis refused this command, e.g. OOM at maxmemory
+
+    def share_round_trip(self, budgets: CommandBudgets) -> bool:
+        """Charge ``budgets`` in each reservation's round trip from now on, when their limiter is a
+        Redis one on this store's own single-node server (same endpoint, database and user).
+        False, and nothing changes, otherwise: in-process budgets, another server, a cluster."""
+        limiter = budgets.limiter
+        if not isinstance(limiter, RedisLimiter) or not limiter.shares_server(self._redis):
+            return False
+        self._budgets, self._limiter = budgets, limiter
+        return True
+
+    def reserve_charging(
+        self, device_session_id: str, request_id: str, ttl_ms: int, client_ip: str, user_id: str, message_type: str
+    ) -> Awaitable[tuple[bool, Rejection | None]] | None:
+        """See ``ReplayStore.reserve_charging``: one ``GUARDED_SCRIPT`` call, the reservation its guard.
+
+        None when the budgets are not shared, none applies to the request, the store is closed
+        (``reserve`` refuses then), or the limiter is leaving Redis alone after a failure (its
+        failure mode decides the budgets, at no cost, while the reservation goes alone).
+        """
+        budgets, limiter = self._budgets, self._limiter
+        if budgets is None or limiter is None or self._closed:
+            return None
+        _check_ttl(ttl_ms)
+        hits = budgets.hits(client_ip, device_session_id, user_id, message_type)
+        if not hits:
+            return None
+        command = limiter.guarded(replay_key(device_session_id, request_id, self._prefix), ttl_ms, hits)
+        if command is None:
+            return None
+        return self._reserve_charging(command, limiter, hits)
+
+    async def _reserve_charging(
+        self, command: tuple[Arg, ...], limiter: RedisLimiter, hits: Sequence[Hit]
+    ) -> tuple[bool, Rejection | None]:
+        reply = await self._call(command)
+        if is_noscript(reply):  # a restarted or flushed Redis: once more as EVAL, which caches it
+            reply = await self._call(load_script(command))
+        try:
+            first_seen, verdict = limiter.guarded_answer(reply)
+        except ValueError:  # an error reply (OOM at maxmemory, say): no reservation to vouch for
+            raise self._failed(reply) from None
+        self._set_healthy(True)
+        return first_seen, None if verdict is None else refusal(hits, verdict)
+
+    async def _call(self, command: Sequence[Arg]) -> Reply:
+        """``reserve``'s sending and failure rules, for any command: its reply, or the rejection."""
+        try:
+            try:
+                (reply,) = await self._redis.send(command)
+            except ConnectionLost:
+                if self._closed:
+                    raise
+                (reply,) = await self._redis.send(command)  # once more, on a fresh connection
+        except (RespError, UnicodeEncodeError) as exc:
+            if self._closed:
+                raise _unavailable("replay store closed") from None
+            raise self._failed(exc) from None
+        return reply
 
     async def ping(self) -> bool:
         if self._closed:

@@ -45,7 +45,7 @@ from edgeward.gateway.grpc_service import SERVICE_NAME, GatewayService
 from edgeward.gateway.health import HEALTH_SERVICE_NAME, GatewayHealth
 from edgeward.gateway.metrics import GatewayMetrics
 from edgeward.gateway.pipeline import CommandExecutor, RequestVerifier, SubscriptionOpener
-from edgeward.gateway.replay import open_replay_store
+from edgeward.gateway.replay import RedisReplayStore, open_replay_store
 from edgeward.gateway.routes import load_route_table
 from edgeward.gateway.session_cache import SessionCache, SessionSource
 from edgeward.gateway.session_events import DEFAULT_BLOCK_MS, SessionEventConsumer
@@ -197,6 +197,10 @@ class Gateway:
             negative_ttl_ms=settings.session_negative_ttl_ms,
         )
         self.protection = EdgeProtection(settings, self.routes, limiter_clock)  # docs/edge-protection.md
+        # Steps 6 and 7 in one round trip when the replay store and the budgets share one Redis node.
+        self.one_round_trip = isinstance(self.replay, RedisReplayStore) and self.replay.share_round_trip(
+            self.protection.budgets
+        )
         self.tracer = tracer_from_env()  # None unless OTEL_* variables enable it (docs/operations.md, "Tracing")
         verifier = RequestVerifier(
             self.sessions,
@@ -305,7 +309,9 @@ class Gateway:
             self.settings.grpc_addr.host, self.grpc_port,
             self.settings.public_http_addr.host, self.public_http_port,
             self.settings.admin_http_addr.host, self.admin_http_port,
-            "redis" if self.settings.redis_url else "in-memory",
+            ("redis, with the budgets in one round trip" if self.one_round_trip else "redis")
+            if self.settings.redis_url
+            else "in-memory",
         )
 
     def begin_drain(self) -> None:

@@ -15,7 +15,7 @@ When the limiter cannot decide and its failure mode is "closed", the request is 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from edgeward.clock import monotonic_ms
 from edgeward.protection.client_address import ip_limit_key
@@ -31,7 +31,7 @@ from edgeward.protection.limiter import (
 )
 from edgeward.reasons import Reason, Rejection
 
-__all__ = ("CommandBudgets", "Limit", "parse_limit")
+__all__ = ("CommandBudgets", "Limit", "parse_limit", "refusal")
 
 _SCOPE_PREFIX = "budget."  # limiter scopes are budget.ip, budget.session, ...: ErrorInfo says "ip", ...
 
@@ -59,6 +59,10 @@ class CommandBudgets:
         self._ipv6_prefix = ipv6_prefix
         self._off = not (ip or session or user or message_type or any(self._overrides.values()))
 
+    @property
+    def limiter(self) -> Limiter:
+        return self._limiter
+
     def charge(
         self, client_ip: str, device_session_id: str, user_id: str, message_type: str
     ) -> Awaitable[None] | None:
@@ -66,8 +70,27 @@ class CommandBudgets:
 
         None when decided at once; otherwise an awaitable to await at once, which does the same.
         """
-        if self._off:
+        hits = self.hits(client_ip, device_session_id, user_id, message_type)
+        if not hits:
             return None
+        try:
+            verdict = self._limiter.acquire(hits)
+        except LimiterUnavailable:
+            raise Rejection(Reason.LIMITER_UNAVAILABLE, "command budgets cannot be checked") from None
+        if verdict is None:
+            return None
+        if isinstance(verdict, tuple):
+            raise refusal(hits, verdict)
+        return _settle(hits, verdict)
+
+    def hits(self, client_ip: str, device_session_id: str, user_id: str, message_type: str) -> list[Hit]:
+        """What ``charge`` charges the request to, in the limiter's terms; empty when no budget applies.
+
+        For a caller that has the limiter decide in another way (the replay store's one round
+        trip, docs/replay.md); ``refusal`` turns that decision's verdict into the same answer.
+        """
+        if self._off:
+            return []
         hits: list[Hit] = []
         if self._ip is not None:
             if ":" in client_ip:
@@ -80,20 +103,11 @@ class CommandBudgets:
         rate = self._overrides.get(message_type, self._message_type) if self._overrides else self._message_type
         if rate is not None:
             hits.append(("budget.message_type", f"{user_id}\x00{message_type}", rate))
-        if not hits:
-            return None
-        try:
-            verdict = self._limiter.acquire(hits)
-        except LimiterUnavailable:
-            raise Rejection(Reason.LIMITER_UNAVAILABLE, "command budgets cannot be checked") from None
-        if verdict is None:
-            return None
-        if isinstance(verdict, tuple):
-            raise _refusal(hits, verdict)
-        return _settle(hits, verdict)
+        return hits
 
 
-def _refusal(hits: list[Hit], verdict: tuple[int, float]) -> Rejection:
+def refusal(hits: Sequence[Hit], verdict: tuple[int, float]) -> Rejection:
+    """The rate_limited answer to a refusing ``verdict`` of ``hits`` (from ``CommandBudgets.hits``)."""
     index, wait_ms = verdict
     name = hits[index][0].removeprefix(_SCOPE_PREFIX)
     return Rejection(
@@ -104,10 +118,10 @@ def _refusal(hits: list[Hit], verdict: tuple[int, float]) -> Rejection:
     )
 
 
-async def _settle(hits: list[Hit], pending: Awaitable[Verdict]) -> None:
+async def _settle(hits: Sequence[Hit], pending: Awaitable[Verdict]) -> None:
     try:
         verdict = await pending
     except LimiterUnavailable:
         raise Rejection(Reason.LIMITER_UNAVAILABLE, "command budgets cannot be checked") from None
     if verdict is not None:
-        raise _refusal(hits, verdict)
+        raise refusal(hits, verdict)

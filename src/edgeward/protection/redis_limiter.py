@@ -11,6 +11,11 @@ hash tag, so a key and its block live in one slot and one script may touch both.
 budgets live in different slots, so "all or nothing" is one script call per budget in one
 pipeline, followed by a refund of those that admitted a request another refused.
 
+A second script (``GUARDED_SCRIPT``) charges one request's budgets behind a guard key, all in one
+call: the replay store sends it on its own connection, with the reservation as the guard, when
+it shares this limiter's single-node server (``shares_server``), so steps 6 and 7 of a request
+cost one round trip (docs/replay.md). Its keys may be in different slots: never on a cluster.
+
 Time is Redis's own ``TIME`` by default, one clock for all instances whatever their skew; tests
 inject a clock, sent as an argument.
 
@@ -32,10 +37,10 @@ from typing import Any
 import hiredis
 
 from edgeward.io.redis import RedisClient
-from edgeward.io.resp import Arg, Reply, RespError
+from edgeward.io.resp import Arg, Reply, RespConnection, RespError
 from edgeward.protection.limiter import FAILURE_MODES, Hit, Limit, LimiterUnavailable, MemoryLimiter, Rate, Verdict
 
-__all__ = ("KEY_PREFIX", "SCRIPT", "RedisLimiter", "limit_key")
+__all__ = ("GUARDED_SCRIPT", "KEY_PREFIX", "SCRIPT", "RedisLimiter", "is_noscript", "limit_key", "load_script")
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,44 @@ return {1, 0}
 """
 _SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 _CHECK_ONLY = Rate(Limit(1.0, 1))  # a block check (cost 0) never reads its rate
+
+# One request's budgets behind a guard key (the replay reservation), in one call: what lets the
+# replay store reserve and charge the budgets in one round trip when both use one Redis server
+# (docs/replay.md, "One round trip with the budgets"). The GCRA arithmetic is SCRIPT's with cost 1
+# and no block, on the same keys, so both scripts share every budget's state; "all or nothing"
+# needs no refunds here, since every key is read before any is written.
+GUARDED_SCRIPT = """
+-- KEYS[1]: the guard: SET 1 NX PX; when it exists already, nothing is charged
+-- KEYS[2..]: the budgets' GCRA keys, holding their TAT (integer microseconds)
+-- ARGV: now (us, or "" for the Redis clock), the guard's TTL (ms), then each budget's
+--       interval and tolerance (us), in KEYS order
+-- returns {0} when the guard existed; {1, 0, 0} when admitted and charged to every budget;
+--   {1, i, wait_us} when budget i (1-based; the longest wait, the last of equals) refused, and
+--   none was charged
+local now = tonumber(ARGV[1])
+if not now then
+  if redis.replicate_commands then redis.replicate_commands() end  -- TIME then writes, on Redis < 5
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return {0} end
+local worst, worst_wait, tats = 0, 0, {}
+for i = 1, #KEYS - 1 do
+  local interval, tolerance = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+  local tat = tonumber(redis.call('GET', KEYS[i + 1])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local wait = new_tat - tolerance - now
+  if wait > 0 and wait >= worst_wait then worst, worst_wait = i, wait end
+  tats[i] = new_tat
+end
+if worst > 0 then return {1, worst, worst_wait} end
+for i = 1, #KEYS - 1 do
+  redis.call('SET', KEYS[i + 1], string.format('%d', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000))
+end
+return {1, 0, 0}
+"""
+_GUARDED_SHA = hashlib.sha1(GUARDED_SCRIPT.encode()).hexdigest()
 
 
 def limit_key(scope: str, key: str) -> str:
@@ -162,6 +205,52 @@ class RedisLimiter:
             await asyncio.wait(self._pending)
         await self._fallback.close()
 
+    # -- budgets behind a guard, on another connection to the same server -------------------
+
+    def shares_server(self, redis: RedisClient) -> bool:
+        """Whether ``redis`` reaches this limiter's keys: the same single node, database and user.
+
+        A Redis Cluster never does here: a guard and budgets in different slots cannot be one call.
+        """
+        mine = self._redis
+        if not isinstance(mine, RespConnection) or not isinstance(redis, RespConnection):
+            return False
+        return mine.endpoint == redis.endpoint
+
+    def guarded(self, guard_key: str, guard_ttl_ms: int, hits: Sequence[Hit]) -> tuple[Arg, ...] | None:
+        """The ``EVALSHA`` of ``GUARDED_SCRIPT`` charging ``hits`` behind ``guard_key``, for the caller
+        to send on its own connection to this server (``shares_server``) and decode with
+        ``guarded_answer``; ``load_script`` turns it into the ``EVAL`` a ``NOSCRIPT`` answer asks for.
+
+        None while Redis is being left alone after a failure: the failure mode decides then, so
+        the caller charges the budgets apart, through ``acquire``.
+        """
+        if not self._redis_usable():
+            return None
+        now = "" if self._clock is None else str(round(self._clock() * 1000))
+        command: list[Arg] = ["EVALSHA", _GUARDED_SHA, 1 + len(hits), guard_key]
+        command += [limit_key(scope, key) for scope, key, _ in hits]
+        command += (now, guard_ttl_ms)
+        for _, _, rate in hits:
+            command += (rate.interval_us, rate.tolerance_us)
+        return tuple(command)
+
+    def guarded_answer(self, reply: Reply) -> tuple[bool, Verdict]:
+        """(whether the guard was set, the budgets' verdict) from ``GUARDED_SCRIPT``'s reply.
+
+        A guard that existed charged nothing: (False, None). Raises ``ValueError`` on any other
+        reply (an error reply included); what that means is the caller's policy, not this limiter's.
+        """
+        if reply == [0]:
+            self._answered()
+            return False, None
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == 1:
+            index, wait_us = reply[1], reply[2]
+            if isinstance(index, int) and isinstance(wait_us, int):
+                self._answered()
+                return True, None if index == 0 else (index - 1, max(wait_us, 1) / 1000)
+        raise ValueError(f"unexpected reply from the guarded limiter script: {reply!r}")
+
     # -- Redis calls -----------------------------------------------------------------------
 
     def _args(self, scope: str, key: str, rate: Rate, cost: int, block_ms: int, with_block: bool) -> list[Arg]:
@@ -173,7 +262,7 @@ class RedisLimiter:
     async def _run(self, calls: list[list[Arg]]) -> list[tuple[int, int]]:
         """Each call's {admitted, wait_us}; EVALSHA, then EVAL for the calls Redis had no script for."""
         replies = await self._redis.pipeline([("EVALSHA", _SHA, *args) for args in calls])
-        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        missing = [i for i, reply in enumerate(replies) if is_noscript(reply)]
         if missing:
             again = await self._redis.pipeline([("EVAL", SCRIPT, *calls[i]) for i in missing])
             for i, reply in zip(missing, again, strict=True):
@@ -263,8 +352,14 @@ class RedisLimiter:
             log.info("%s: Redis answers again", self._name)
 
 
-def _is_noscript(reply: Reply) -> bool:
+def is_noscript(reply: Reply) -> bool:
+    """Redis has no script of that SHA (restarted or flushed): send it again as ``load_script``."""
     return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+def load_script(command: tuple[Arg, ...]) -> tuple[Arg, ...]:
+    """The ``EVAL`` of a ``guarded`` command's ``EVALSHA``, which caches the script again."""
+    return ("EVAL", GUARDED_SCRIPT, *command[2:])
 
 
 def _decode(reply: Reply) -> tuple[int, int]:
