@@ -8,7 +8,13 @@ backend ``POST /api/v1/user/echo`` through ``BackendClient``) and nothing else: 
 cost in place, which the stage measurements in isolation cannot show. With ``--crypto`` it also
 verifies one request-sized Ed25519 signature before the legs and signs once after them, as the
 gateway does: everything a verifying, forwarding, signing gateway cannot avoid, done in place.
-Prints its port, then serves until SIGTERM.
+
+Server settings, one at a time, so bench.grpc_release can measure each against the plain echo:
+``--max-concurrent-streams N`` (the HTTP/2 stream cap; the gateway's default is 100, the echo's
+none), ``--registered`` (the handler through ``add_registered_method_handlers``, the shape
+protoc's ``add_*Servicer_to_server`` uses, instead of a generic handler) and ``--option KEY=INT``
+(any other integer channel argument); ``GRPC_POLL_STRATEGY`` and ``GRPC_EXPERIMENTS`` come from
+the environment. Prints its port, then serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import asyncio
 import itertools
 import signal
+from typing import Any
 
 import grpc
 import uvloop
@@ -71,14 +78,18 @@ async def main(args: argparse.Namespace) -> None:
             crypto.sign()
         return request
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 69_632)])
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "edgeward.v1.EdgeGateway", {"ExecuteCommand": grpc.unary_unary_rpc_method_handler(echo)}
-            ),
-        )
-    )
+    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 69_632)]
+    if args.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", args.max_concurrent_streams))
+    for item in args.option:
+        key, _, value = item.partition("=")
+        options.append((key, int(value)))
+    server = grpc.aio.server(options=options)
+    handlers = {"ExecuteCommand": grpc.unary_unary_rpc_method_handler(echo)}
+    if args.registered:
+        server.add_registered_method_handlers("edgeward.v1.EdgeGateway", handlers)  # type: ignore[attr-defined]
+    else:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("edgeward.v1.EdgeGateway", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     if legs is not None:
         await legs.backend.start()
@@ -99,5 +110,8 @@ if __name__ == "__main__":
     parser.add_argument("--crypto", action="store_true", help="also verify and sign once per call")
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--backend-url", default="")
+    parser.add_argument("--max-concurrent-streams", type=int, default=0)
+    parser.add_argument("--registered", action="store_true")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=INT")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main(parser.parse_args()))

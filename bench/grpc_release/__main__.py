@@ -7,7 +7,7 @@ number in flight on core 1 with Redis and the stub backend. What differs between
 only the server's interpreter (one virtualenv per grpcio release), its environment and its flags:
 
 - SERVER ``echo``: bench.e2e's bare grpc.aio echo (``bench.e2e.echo_server``);
-- SERVER ``echo-flags``: the same echo with settings as flags (``bench/grpc_release/echo.py``);
+- SERVER ``echo-flags``: the same echo with settings as flags (``bench/e2e/echo_server.py``);
 - SERVER ``gateway``: ``edgeward serve`` configured as in bench.e2e (Redis replay store, stub
   backend, budgets that never refuse).
 
@@ -114,9 +114,8 @@ def _run(args: argparse.Namespace, cand: Candidate, env: dict[str, str], public_
             )
         finally:
             stop(proc)
-    module = "bench.e2e.echo_server" if cand.server == "echo" else "bench.grpc_release.echo"
     proc = subprocess.Popen(
-        [cand.python, "-m", module, *cand.args],
+        [cand.python, "-m", "bench.e2e.echo_server", *cand.args],
         env=senv, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=on_server_core,
     )
     try:

@@ -206,17 +206,7 @@ class RedisReplayStore:
         if self._closed:
             raise _unavailable("replay store closed")
         command = ("SET", replay_key(device_session_id, request_id, self._prefix), b"1", b"NX", b"PX", ttl_ms)
-        try:
-            try:
-                (reply,) = await self._redis.send(command)
-            except ConnectionLost:
-                if self._closed:
-                    raise
-                (reply,) = await self._redis.send(command)  # once more, on a fresh connection
-        except (RespError, UnicodeEncodeError) as exc:  # no connection, lost twice, timeout, closed; a bad key
-            if self._closed:
-                raise _unavailable("replay store closed") from None
-            raise self._failed(exc) from None
+        reply = await self._call(command)
         if reply is None or reply == b"OK":  # SET NX: OK reserved, nil already reserved
             self._set_healthy(True)
             return reply is not None
@@ -275,7 +265,7 @@ class RedisReplayStore:
                 if self._closed:
                     raise
                 (reply,) = await self._redis.send(command)  # once more, on a fresh connection
-        except (RespError, UnicodeEncodeError) as exc:
+        except (RespError, UnicodeEncodeError) as exc:  # no connection, lost twice, timeout, closed; a bad key
             if self._closed:
                 raise _unavailable("replay store closed") from None
             raise self._failed(exc) from None

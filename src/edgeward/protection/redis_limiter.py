@@ -46,6 +46,15 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "edgeward:limit:"
 
+# Both scripts start here: ARGV[1] is the caller's clock in microseconds, or "" for Redis's own.
+_NOW = """local now = tonumber(ARGV[1])
+if not now then
+  if redis.replicate_commands then redis.replicate_commands() end  -- TIME then writes, on Redis < 5
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"""
+
 SCRIPT = """
 -- KEYS[1]: the GCRA key, holding its theoretical arrival time (TAT), integer microseconds
 -- KEYS[2]: optional block key, holding the end of the key's block, integer microseconds
@@ -53,13 +62,7 @@ SCRIPT = """
 --       cost (1 charge, -1 refund, 0 none), block (us; > 0: a failure, charged now with cost 1
 --       or already with cost 0, which blocks when it spends the budget or finds it spent)
 -- returns {1, 0} when admitted, {0, wait_us} when refused or blocked
-local now = tonumber(ARGV[1])
-if not now then
-  if redis.replicate_commands then redis.replicate_commands() end  -- TIME then writes, on Redis < 5
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local interval, tolerance = tonumber(ARGV[2]), tonumber(ARGV[3])
+""" + _NOW + """local interval, tolerance = tonumber(ARGV[2]), tonumber(ARGV[3])
 local cost, block = tonumber(ARGV[4]), tonumber(ARGV[5])
 if KEYS[2] then
   local blocked_until = tonumber(redis.call('GET', KEYS[2]))
@@ -105,13 +108,7 @@ GUARDED_SCRIPT = """
 -- returns {0} when the guard existed; {1, 0, 0} when admitted and charged to every budget;
 --   {1, i, wait_us} when budget i (1-based; the longest wait, the last of equals) refused, and
 --   none was charged
-local now = tonumber(ARGV[1])
-if not now then
-  if redis.replicate_commands then redis.replicate_commands() end  -- TIME then writes, on Redis < 5
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return {0} end
+""" + _NOW + """if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return {0} end
 local worst, worst_wait, tats = 0, 0, {}
 for i = 1, #KEYS - 1 do
   local interval, tolerance = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
