@@ -35,6 +35,8 @@ class Reason(enum.Enum):
     UNKNOWN_MESSAGE_TYPE = ("unknown_message_type", grpc.StatusCode.UNIMPLEMENTED)
     BACKEND_UNAVAILABLE = ("backend_unavailable", grpc.StatusCode.UNAVAILABLE)
     REPLAY_STORE_UNAVAILABLE = ("replay_store_unavailable", grpc.StatusCode.UNAVAILABLE)
+    # The first call of a retried request still runs (docs/replay.md, "Idempotent retry"): retry later.
+    REQUEST_IN_FLIGHT = ("request_in_flight", grpc.StatusCode.UNAVAILABLE)
     LIMITER_UNAVAILABLE = ("limiter_unavailable", grpc.StatusCode.UNAVAILABLE)  # Redis limiter failing closed
     SHUTTING_DOWN = ("shutting_down", grpc.StatusCode.UNAVAILABLE)
     BACKEND_TIMEOUT = ("backend_timeout", grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -16,6 +16,7 @@ import grpc
 import pytest
 import uvloop
 
+from edgeward._pb import gateway_pb2
 from edgeward.client import build_signed_request, error_from_rpc, login_with_stub_mailbox
 from edgeward.config import Address
 from edgeward.gateway.server import Gateway
@@ -44,6 +45,17 @@ class Device:
 
     def request(self, message_type: str, payload: bytes = b"{}", **kw: Any) -> bytes:
         msg = build_signed_request(self.signer, self.device_session_id, message_type, payload, **kw)
+        return bytes(msg.SerializeToString())
+
+    def resigned(self, data: bytes, shift_ms: int = 1) -> bytes:
+        """``data``'s request signed again ``shift_ms`` later: the same request id and payload, another
+        signature, so a replay the gateway refuses (an identical resend gets the kept answer: docs/replay.md)."""
+        env = gateway_pb2.ExecuteCommandRequest.FromString(data).envelope
+        msg = build_signed_request(
+            self.signer, self.device_session_id, env.message_type,
+            gateway_pb2.ExecuteCommandRequest.FromString(data).payload_bytes,
+            request_id=env.request_id, timestamp_ms=env.timestamp_ms + shift_ms, trace_id=env.trace_id,
+        )
         return bytes(msg.SerializeToString())
 
 

@@ -66,7 +66,7 @@ async def test_not_ready_while_redis_is_down(
 async def test_metrics_count_outcomes_by_reason(gateway: Gateway, channel: grpc.aio.Channel, device: Device) -> None:
     data = device.request("user.echo")
     await call(channel, data)
-    await rejected(channel, data)
+    await rejected(channel, device.resigned(data))
     status, text = await _get(gateway, "/metrics")
     assert status == 200
     assert 'edgeward_requests_total{outcome="ok",rpc="ExecuteCommand"} 1.0' in text

@@ -43,7 +43,7 @@ async def test_series_move_by_what_the_traffic_did(
     await call(channel, replayed)
     for n in (1, 2):
         await call(channel, device.request("user.echo", b'{"n":%d}' % n))
-    assert (await rejected(channel, replayed)).reason == "replayed_request"
+    assert (await rejected(channel, device.resigned(replayed))).reason == "replayed_request"
     stranger = Device(device.signer, "dsn_unknown_to_the_backend", device.email)
     assert (await rejected(channel, stranger.request("user.echo"))).reason == "session_not_found"
     after = await scrape(gateway)

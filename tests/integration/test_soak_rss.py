@@ -196,7 +196,7 @@ class Mix:
             unknown = Device(self.device.signer, f"dsn_soak{secrets.token_hex(16)}", "")
             for data in (
                 bad.request("user.echo", orjson.dumps({"n": n})),
-                self.accepted[n],
+                self.device.resigned(self.accepted[n]),
                 unknown.request("user.echo", orjson.dumps({"n": n})),
             ):
                 self.sent += 1

@@ -123,7 +123,7 @@ async def test_a_rejected_command_records_its_reason_where_it_was_refused(
     data = device.request("user.echo", trace_id=CLIENT_TRACE_ID)
     await call(channel, data)
     spans.clear()
-    assert (await rejected(channel, data)).reason == "replayed_request"
+    assert (await rejected(channel, device.resigned(data))).reason == "replayed_request"
     root, children = _tree(spans, "ExecuteCommand")
     assert sorted(children) == ["replay_reservation", "session_lookup"]  # no budgets, no backend call
     assert (root.attributes or {})["edgeward.outcome"] == "replayed_request"

@@ -7,6 +7,7 @@ The device key is a ``Signer`` (``load_signer`` reads a key file written by ``ed
 
 from edgeward.client.sdk import (
     CHANNEL_OPTIONS,
+    REPLAYED_METADATA_KEY,
     SUBSCRIBE_MESSAGE_TYPE,
     AuthError,
     CommandResult,
@@ -29,6 +30,7 @@ from edgeward.native.keys import KeyFileError, load_signer, save_signer
 
 __all__ = (
     "CHANNEL_OPTIONS",
+    "REPLAYED_METADATA_KEY",
     "SUBSCRIBE_MESSAGE_TYPE",
     "AuthError",
     "CommandResult",

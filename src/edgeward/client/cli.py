@@ -75,6 +75,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     _device_options(call)
     call.add_argument("--trace-id", default="", help="trace id carried to the backend")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds per call [10]")
+    call.add_argument(
+        "--attempts", type=int, default=3,
+        help="calls in all when the outcome is unknown (timeout, lost connection): resent as the very same "
+        "signed request, which the gateway runs at most once (docs/replay.md) [3]",
+    )
     call.set_defaults(func=_call)
 
     subscribe = subparsers.add_parser(
@@ -187,12 +192,16 @@ async def _send(
     dsid = _load_session(state, args.email) or await _login(args, state, signer)
     async with EdgewardClient(args.grpc_target, gateway_key, signer, dsid) as client:
         try:
-            return await client.execute(args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout)
+            return await client.execute(
+                args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout, attempts=args.attempts
+            )
         except GatewayError as exc:
             if exc.reason not in _RELOGIN_REASONS:
                 raise
         client.device_session_id = await _login(args, state, signer)
-        return await client.execute(args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout)
+        return await client.execute(
+            args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout, attempts=args.attempts
+        )
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -208,7 +217,11 @@ def _call(args: argparse.Namespace) -> int:
             body: Any = result.json()
         except orjson.JSONDecodeError:
             body = result.payload.decode(errors="replace")
-        print(f"verified response: result_code={result.result_code} request_id={result.request_id}", file=sys.stderr)
+        replayed = " (the first call's answer, kept by the gateway)" if result.replayed else ""
+        print(
+            f"verified response: result_code={result.result_code} request_id={result.request_id}{replayed}",
+            file=sys.stderr,
+        )
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return 0 if result.result_code == "ok" else 1
 

@@ -10,6 +10,7 @@ the contract guarantees rather than on free-form messages.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncGenerator
@@ -29,9 +30,11 @@ from edgeward.clock import now_ms
 from edgeward.native.crypto import Signer, digest_equals, sha256, verify
 from edgeward.native.envelope import PROTOCOL_VERSION
 from edgeward.native.signing import event_signing_input, request_signing_input, response_signing_input
+from edgeward.reasons import Reason
 
 __all__ = (
     "CHANNEL_OPTIONS",
+    "REPLAYED_METADATA_KEY",
     "SUBSCRIBE_MESSAGE_TYPE",
     "AuthError",
     "CommandResult",
@@ -53,7 +56,8 @@ __all__ = (
 SUBSCRIBE_MESSAGE_TYPE = "gateway.subscribe"
 # Channel options every client of the gateway should use: gRPC retries a call the server never
 # started (UNAVAILABLE, or CANCELLED by a worker retiring in a rolling restart: docs/workers.md).
-# A resent signed request is never run twice: a reserved request id is answered replayed_request.
+# A resent signed request is never run twice: a reserved request id is answered with the first
+# call's kept response, or replayed_request (docs/replay.md, "Idempotent retry").
 CHANNEL_OPTIONS: tuple[tuple[str, str], ...] = (
     (
         "grpc.service_config",
@@ -78,6 +82,15 @@ CHANNEL_OPTIONS: tuple[tuple[str, str], ...] = (
 _EXECUTE = "/edgeward.v1.EdgeGateway/ExecuteCommand"
 _SUBSCRIBE = "/edgeward.v1.EdgeGateway/SubscribeEvents"
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
+REPLAYED_METADATA_KEY = "edgeward-replayed"  # "1" in the trailers of a kept response served again
+# Idempotent retry (docs/replay.md): what an ExecuteCommand may be resent for, as the very same
+# signed request. Failures that did not come from the gateway's verdict (no connection, the
+# client's deadline, a call cut): the command may or may not have run. And three verdicts that
+# say "ask again": the first call still runs, the store could not answer, the gateway stopped.
+_RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+_RETRY_REASONS = frozenset({"request_in_flight", "replay_store_unavailable", "shutting_down"})
+_GATEWAY_REASONS = frozenset(reason.wire for reason in Reason)
+_RETRY_BACKOFF_S = 0.1  # doubled each attempt, unless the gateway's RetryInfo says otherwise
 
 _Request = TypeVar("_Request", gateway_pb2.ExecuteCommandRequest, gateway_pb2.SubscribeEventsRequest)
 
@@ -116,13 +129,18 @@ class AuthError(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CommandResult:
-    """A verified ExecuteCommandResponse: ``result_code`` is "ok" or the backend's error code."""
+    """A verified ExecuteCommandResponse: ``result_code`` is "ok" or the backend's error code.
+
+    ``replayed``: the gateway answered a retry with the first call's kept response (the command ran
+    once; ``timestamp_ms`` is the first answer's).
+    """
 
     result_code: str
     payload: bytes
     request_id: str
     timestamp_ms: int
     trace_id: str
+    replayed: bool = False
 
     def json(self) -> Any:
         """The payload parsed as JSON (the stock backend always answers JSON)."""
@@ -225,6 +243,13 @@ def verify_event(ev: gateway_pb2.GatewayEvent, gateway_public_key: bytes) -> Eve
     return Event(env.event_id, env.event_type, env.timestamp_ms, ev.payload_bytes, env.trace_id)
 
 
+def _may_retry(error: GatewayError) -> bool:
+    """Whether an ExecuteCommand failure leaves its outcome unknown, so resending it is the remedy."""
+    if error.code not in _RETRY_CODES:
+        return False
+    return error.reason in _RETRY_REASONS or error.reason not in _GATEWAY_REASONS
+
+
 def error_from_rpc(err: grpc.aio.AioRpcError) -> GatewayError:
     """Parse the ``grpc-status-details-bin`` trailer of a failed call into a GatewayError.
 
@@ -308,27 +333,50 @@ class EdgewardClient:
         self, message_type: str, payload: bytes | Any = b"", *, trace_id: str = "",
         request_id: str | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109  (a gRPC deadline: the gateway sees it too)
+        attempts: int = 3,
     ) -> CommandResult:
         """Send one signed command; a payload that is not bytes is sent as JSON.
+
+        A call whose outcome is unknown (UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED that the
+        gateway did not decide, or its request_in_flight, replay_store_unavailable, shutting_down) is
+        sent again as the very same signed request, up to ``attempts`` calls in all: the gateway
+        runs it at most once and answers a retry with the first call's response (``replayed``),
+        verified like any other. A retry answered ``replayed_request`` means the first call ended
+        without a kept answer: whether it ran is unknown (docs/replay.md, "Idempotent retry").
 
         Raises GatewayError when the gateway refuses it and VerificationError when the answer
         does not verify. A backend error is not an exception: it is a result_code.
         """
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         request = self._sign(message_type, body, trace_id, request_id, gateway_pb2.ExecuteCommandRequest)
-        call = self._open().unary_unary(
+        send = self._open().unary_unary(
             _EXECUTE,
             request_serializer=gateway_pb2.ExecuteCommandRequest.SerializeToString,
             response_deserializer=gateway_pb2.ExecuteCommandResponse.FromString,
         )
-        try:
-            response: gateway_pb2.ExecuteCommandResponse = await call(request, timeout=timeout)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from err
-        return verify_response(response, self.gateway_public_key, request.envelope.request_id)
+        backoff = _RETRY_BACKOFF_S
+        for attempt in range(1, attempts + 1):
+            call = send(request, timeout=timeout)
+            try:
+                response: gateway_pb2.ExecuteCommandResponse = await call
+            except grpc.aio.AioRpcError as err:
+                error = error_from_rpc(err)
+                if attempt == attempts or not _may_retry(error):
+                    raise error from err
+                await asyncio.sleep(backoff if error.retry_after_ms is None else error.retry_after_ms / 1000)
+                backoff *= 2
+                continue
+            result = verify_response(response, self.gateway_public_key, request.envelope.request_id)
+            trailers = await call.trailing_metadata()
+            if trailers is not None and (REPLAYED_METADATA_KEY, "1") in tuple(trailers):
+                return dataclasses.replace(result, replayed=True)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def subscribe(
-        self, options: Any = None, *, trace_id: str = "",
+        self, options: Any = None, *, trace_id: str = "", resume_after: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109  (a gRPC deadline on the whole stream)
     ) -> AsyncGenerator[Event, None]:
         """Verified events of a SubscribeEvents stream (the first is ``gateway.server_time``).
@@ -336,7 +384,14 @@ class EdgewardClient:
         ``options`` is sent as the JSON payload (bytes as they are, None as empty). The stream
         ends with GatewayError (e.g. session_revoked, slow_consumer, shutting_down); leaving the
         loop early cancels the call.
+
+        ``resume_after``: the ``event_id`` of the last event received on an earlier stream
+        (``gateway.server_time`` included); the gateway first sends what was missed since, or a
+        ``gateway.resume_gap`` event when it cannot (re-read your state then). docs/push.md,
+        "Resuming a stream". It is added to ``options`` (a dict, or None).
         """
+        if resume_after is not None:
+            options = {**(options or {}), "resume_after": resume_after}
         body = b"" if options is None else options if isinstance(options, bytes) else orjson.dumps(options)
         request = self._sign(SUBSCRIBE_MESSAGE_TYPE, body, trace_id, None, gateway_pb2.SubscribeEventsRequest)
         stream = self._open().unary_stream(

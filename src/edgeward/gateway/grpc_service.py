@@ -31,7 +31,7 @@ import grpc
 from prometheus_client import Counter
 
 from edgeward.gateway.metrics import GatewayMetrics
-from edgeward.gateway.pipeline import CommandExecutor, SubscriptionOpener
+from edgeward.gateway.pipeline import REPLAYED_RESULT, CommandExecutor, SubscriptionOpener
 from edgeward.native.envelope import decode_request
 from edgeward.reasons import Reason, Rejection
 from edgeward.rpc_errors import trailers_for
@@ -41,6 +41,8 @@ __all__ = ("SERVICE_NAME", "GatewayService", "client_ip")
 
 SERVICE_NAME = "edgeward.v1.EdgeGateway"
 _MAX_RESULT_CODES = 64
+# Trailing metadata of a kept response served again to a retry (docs/replay.md, "Idempotent retry").
+REPLAYED_METADATA = (("edgeward-replayed", "1"),)
 log = logging.getLogger(__name__)
 
 
@@ -94,6 +96,7 @@ class GatewayService:
         self.accepting = True  # False while draining: new calls get shutting_down
         # Children bound once: a labels() lookup per request costs more than the increment.
         self._ok = metrics.requests.labels("ExecuteCommand", "ok")
+        self._replayed = metrics.requests.labels("ExecuteCommand", "replayed")
         self._duration = metrics.duration.labels("ExecuteCommand")
         self._subscribe_duration = metrics.duration.labels("SubscribeEvents")
         self._results: dict[str, Counter] = {}
@@ -108,6 +111,10 @@ class GatewayService:
                 "SubscribeEvents": grpc.unary_stream_rpc_method_handler(self.subscribe_events),
             },
         )
+
+    async def close_commands(self) -> None:
+        """At shutdown, after the gRPC server stopped: end the commands whose calls already left."""
+        await self._commands.close()
 
     def cut_in_flight(self) -> int:
         """Answer every ExecuteCommand still running with shutting_down (shutdown); how many there were."""
@@ -150,6 +157,12 @@ class GatewayService:
             await context.abort(grpc.StatusCode.INTERNAL, "internal_error")
         finally:
             self._in_flight.discard(task)
+        if result_code == REPLAYED_RESULT:  # the bytes of an earlier answer: no backend result to count
+            context.set_trailing_metadata(REPLAYED_METADATA)
+            self._count(self._replayed, started)
+            if self._access.wants(accepted=True):
+                self._log_call("ExecuteCommand", request, context, "replayed", grpc.StatusCode.OK, started)
+            return response
         self._result_counter(result_code).inc()
         self._count(self._ok, started)
         if self._access.wants(accepted=True):
@@ -171,7 +184,7 @@ class GatewayService:
         result_code: str = "",
     ) -> None:
         """The call's access line (an accepted call asked ``wants`` itself: its line may be sampled out)."""
-        if outcome != "ok" and not self._access.wants(accepted=False):
+        if outcome not in ("ok", "replayed") and not self._access.wants(accepted=False):
             return
         fields: dict[str, object] = {
             "peer": context.peer(),

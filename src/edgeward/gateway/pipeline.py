@@ -13,6 +13,7 @@ steps pays one ``is not None`` test.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import time
@@ -23,7 +24,8 @@ from prometheus_client import Histogram
 
 from edgeward.clock import now_ms
 from edgeward.gateway.backend import BackendClient, CommandContext, trace_id_for
-from edgeward.gateway.replay import ReplayStore
+from edgeward.gateway.event_history import EventHistory, events_before_live
+from edgeward.gateway.replay import ReplayStore, fingerprint
 from edgeward.gateway.routes import RouteTable
 from edgeward.gateway.session_cache import SessionCache
 from edgeward.gateway.tracing import RequestTracer
@@ -36,6 +38,7 @@ from edgeward.push.hub import PushHub, Subscriber
 from edgeward.reasons import Reason, Rejection
 
 __all__ = (
+    "REPLAYED_RESULT",
     "SERVER_TIME_EVENT_TYPE",
     "SUBSCRIBE_MESSAGE_TYPE",
     "CommandExecutor",
@@ -46,14 +49,23 @@ __all__ = (
 
 SUBSCRIBE_MESSAGE_TYPE = "gateway.subscribe"  # the only message_type SubscribeEvents takes (§1)
 SERVER_TIME_EVENT_TYPE = "gateway.server_time"  # the first event of every stream (§4)
+# The result code ``CommandExecutor.execute`` gives a kept response served again (docs/replay.md):
+# never a real one, which is "ok" or a backend's non-empty error code.
+REPLAYED_RESULT = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VerifiedRequest:
-    """A request that passed steps 1-7: authentic, fresh, first seen and within its budgets."""
+    """A request that passed steps 1-7: authentic, fresh, first seen and within its budgets.
+
+    Or, with ``kept`` set, a retry of the very same signed request that passed steps 1-5 and whose
+    first call's signed response was kept (docs/replay.md, "Idempotent retry"): charged nothing,
+    not to be forwarded, ``kept`` is its answer.
+    """
 
     request: SignedRequest
     session: SessionRecord
+    kept: bytes | None = None
 
 
 class RequestVerifier:
@@ -97,8 +109,14 @@ class RequestVerifier:
             )
         return req
 
-    async def verify(self, req: SignedRequest, client_ip: str) -> VerifiedRequest:
-        """Steps 2-7 of a decoded request."""
+    async def verify(self, req: SignedRequest, client_ip: str, *, keep_answer: bool = False) -> VerifiedRequest:
+        """Steps 2-7 of a decoded request.
+
+        ``keep_answer`` (ExecuteCommand): the reservation is a ``claim``, so a retry of the very same
+        request may get its first call's kept response (``VerifiedRequest.kept``); the caller then
+        owes the store a ``finish`` for a request that passed, and a refusal by the budgets here
+        finishes it at once.
+        """
         tracer = self.tracer
         if tracer is None:
             session = await self._session(req, client_ip)
@@ -107,16 +125,28 @@ class RequestVerifier:
                 session = await self._session(req, client_ip)
         await self._check_signature(req, client_ip, session)
         if tracer is None:
-            charged = await self._reserve(req, client_ip, session)
+            charged = await self._reserve(req, client_ip, session, keep_answer)
         else:
             with tracer.step("replay_reservation"):
-                charged = await self._reserve(req, client_ip, session)
-        if tracer is None:
-            await self._charge(req, client_ip, session, charged)
-        else:
-            with tracer.step("budgets"):
+                charged = await self._reserve(req, client_ip, session, keep_answer)
+        if isinstance(charged, bytes):  # a retry answered from the store: charged nothing
+            return VerifiedRequest(req, session, charged)
+        try:
+            if tracer is None:
                 await self._charge(req, client_ip, session, charged)
+            else:
+                with tracer.step("budgets"):
+                    await self._charge(req, client_ip, session, charged)
+        except BaseException:
+            if keep_answer:  # refused after the claim: a retry is replayed_request, not in flight
+                self.finish(req, None)
+            raise
         return VerifiedRequest(req, session)
+
+    def finish(self, req: SignedRequest, response: bytes | None) -> None:
+        """Keep a claimed request's signed response (None: it ended without one) beside its reservation."""
+        print_ = fingerprint(req.payload_hash, req.signature)
+        self._replay.finish(req.device_session_id, req.request_id, print_, response)
 
     async def _session(self, req: SignedRequest, client_ip: str) -> SessionRecord:
         """Step 2, behind the pre-auth guard."""
@@ -148,28 +178,39 @@ class RequestVerifier:
                 metadata={"server_time_ms": str(now)},
             )
 
-    async def _reserve(self, req: SignedRequest, client_ip: str, session: SessionRecord) -> Rejection | bool:
+    async def _reserve(
+        self, req: SignedRequest, client_ip: str, session: SessionRecord, keep_answer: bool
+    ) -> Rejection | bool | bytes:
         """Step 6; with step 7's decision in the same Redis round trip when the store shares its
         server with the budgets (docs/replay.md). False: step 7 is still to do; else its outcome,
         True (admitted and charged) or the budget refusal for ``_charge`` to raise, so a replay
-        still answers replayed_request first and is charged nothing."""
+        still answers replayed_request first and is charged nothing. With ``keep_answer``, bytes:
+        the kept response of a retry (charged nothing either); a retry without one raises
+        request_in_flight or replayed_request from the store."""
         started = time.perf_counter()
         replay, ttl_ms = self._replay, self._replay_ttl_ms
         charged: Rejection | bool = False
+        print_ = fingerprint(req.payload_hash, req.signature) if keep_answer else None
         try:
             both = replay.reserve_charging(
-                req.device_session_id, req.request_id, ttl_ms, client_ip, session.user_id, req.message_type
+                req.device_session_id, req.request_id, ttl_ms, client_ip, session.user_id, req.message_type, print_
             )
             if both is None:
-                first_seen = await replay.reserve(req.device_session_id, req.request_id, ttl_ms)
+                if print_ is None:
+                    first_seen: bool | bytes = await replay.reserve(req.device_session_id, req.request_id, ttl_ms)
+                else:
+                    kept = await replay.claim(req.device_session_id, req.request_id, ttl_ms, print_)
+                    first_seen = True if kept is None else kept
             else:
                 first_seen, refused = await both
                 charged = True if refused is None else refused
         finally:
             self._replay_timer.observe(time.perf_counter() - started)
-        if not first_seen:
+        if first_seen is True:
+            return charged
+        if first_seen is False:
             raise Rejection(Reason.REPLAYED_REQUEST)
-        return charged
+        return first_seen
 
     async def _charge(
         self, req: SignedRequest, client_ip: str, session: SessionRecord, charged: Rejection | bool
@@ -185,7 +226,13 @@ class RequestVerifier:
 
 
 class CommandExecutor:
-    """ExecuteCommand: verify, route, forward, sign the backend's answer."""
+    """ExecuteCommand: verify, route, forward, sign the backend's answer.
+
+    Step 8 runs in a task of its own, shielded from the call: a client that leaves (its deadline, a
+    lost connection) does not cancel a command the backend may already be running, so its answer
+    is still kept for the client's retry (docs/replay.md, "Idempotent retry"). ``close`` cancels
+    those left running at shutdown; they then keep "finished without an answer".
+    """
 
     def __init__(
         self,
@@ -203,6 +250,14 @@ class CommandExecutor:
         self._backend_timers = backend_timers
         self._signer = signer
         self._clock = clock
+        self._detached: set[asyncio.Task[tuple[bytes, str]]] = set()  # step 8 of calls that left
+
+    async def close(self) -> None:
+        """Cancel the commands whose calls left and wait for them (each keeps "finished" first)."""
+        for task in self._detached:
+            task.cancel()
+        if self._detached:
+            await asyncio.wait(list(self._detached))
 
     async def execute(self, data: bytes, client_ip: str) -> tuple[bytes, str]:
         """The signed ExecuteCommandResponse bytes and the backend's result code."""
@@ -215,7 +270,38 @@ class CommandExecutor:
             return await self._execute(req, client_ip, tracer)
 
     async def _execute(self, req: SignedRequest, client_ip: str, tracer: RequestTracer | None) -> tuple[bytes, str]:
-        verified = await self._verifier.verify(req, client_ip)
+        """A kept response served again is (those bytes, ``REPLAYED_RESULT``); see docs/replay.md."""
+        verifier = self._verifier
+        verified = await verifier.verify(req, client_ip, keep_answer=True)
+        if verified.kept is not None:
+            return verified.kept, REPLAYED_RESULT
+        work = asyncio.ensure_future(self._forward_and_keep(req, verified, tracer))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if not work.done():  # the call left: the command goes on, and its answer is kept
+                self._detached.add(work)
+                work.add_done_callback(self._detached_done)
+            raise
+
+    def _detached_done(self, work: asyncio.Task[tuple[bytes, str]]) -> None:
+        self._detached.discard(work)
+        if not work.cancelled():
+            work.exception()  # retrieved: nobody is left to answer with it
+
+    async def _forward_and_keep(
+        self, req: SignedRequest, verified: VerifiedRequest, tracer: RequestTracer | None
+    ) -> tuple[bytes, str]:
+        response: bytes | None = None
+        try:
+            response, result_code = await self._forward(req, verified, tracer)
+        finally:  # whatever ended it, a retry must learn it: the answer, or "finished without one"
+            self._verifier.finish(req, response)
+        return response, result_code
+
+    async def _forward(
+        self, req: SignedRequest, verified: VerifiedRequest, tracer: RequestTracer | None
+    ) -> tuple[bytes, str]:
         route = self._routes.get(req.message_type)  # step 8
         if route is None:
             raise Rejection(Reason.UNKNOWN_MESSAGE_TYPE, req.message_type)
@@ -250,13 +336,15 @@ def _attributes(req: SignedRequest) -> dict[str, str]:
     }
 
 
-def _check_options(payload: bytes) -> None:
+def _check_options(payload: bytes) -> str | None:
     """Subscription options: empty, or a JSON object; members this gateway does not know are ignored.
 
-    Ignoring unknown options lets a newer client keep its stream on an older gateway.
+    Ignoring unknown options lets a newer client keep its stream on an older gateway. Returns
+    ``resume_after`` (docs/push.md, "Resuming a stream"): null or absent is None; anything but a
+    string of 1 to 256 characters is invalid_envelope (field payload_bytes), like a bad payload.
     """
     if not payload:
-        return
+        return None
     try:
         options = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -267,18 +355,28 @@ def _check_options(payload: bytes) -> None:
             "payload_bytes: subscription options must be empty or a JSON object",
             metadata={"field": "payload_bytes"},
         )
+    resume_after = options.get("resume_after")
+    if resume_after is None or (isinstance(resume_after, str) and 0 < len(resume_after) <= 256):
+        return resume_after
+    raise Rejection(
+        Reason.INVALID_ENVELOPE,
+        "payload_bytes: resume_after must be an event_id (a string of 1 to 256 characters)",
+        metadata={"field": "payload_bytes"},
+    )
 
 
 class SubscriptionOpener:
     """SubscribeEvents up to its first event: verify, check the options, register, sign server_time."""
 
     def __init__(
-        self, verifier: RequestVerifier, hub: PushHub, signer: Signer, clock: Callable[[], int] = now_ms
+        self, verifier: RequestVerifier, hub: PushHub, signer: Signer, clock: Callable[[], int] = now_ms,
+        history: EventHistory | None = None,
     ) -> None:
         self._verifier = verifier
         self._hub = hub
         self._signer = signer
         self._clock = clock
+        self._history = history  # None: no Redis, or EDGEWARD_EVENT_HISTORY off
 
     async def open(self, data: bytes, client_ip: str) -> tuple[Subscriber, bytes]:
         """The registered subscriber and the signed ``gateway.server_time`` event to write first.
@@ -297,12 +395,20 @@ class SubscriptionOpener:
 
     async def _open(self, req: SignedRequest, client_ip: str) -> tuple[Subscriber, bytes]:
         verified = await self._verifier.verify(req, client_ip)
-        _check_options(req.payload)  # step 8
-        subscriber = self._hub.register(verified.session.user_id, req.device_session_id)
+        resume_after = _check_options(req.payload)  # step 8
+        user_id = verified.session.user_id
+        subscriber = self._hub.register(user_id, req.device_session_id)
         try:
+            event_id = secrets.token_hex(16)
+            if resume_after is not None or self._history is not None:
+                if resume_after is not None:
+                    subscriber.hold()  # live events queued meanwhile may be in the history too
+                replay, replayed = await events_before_live(
+                    self._history, self._signer, user_id, req.device_session_id, resume_after, event_id, req.trace_id
+                )
+                subscriber.resume(replay, replayed)
             now = self._clock()
             body = orjson.dumps({"server_time_ms": now, "request_id": req.request_id})
-            event_id = secrets.token_hex(16)
             greeting = encode_event(self._signer, event_id, SERVER_TIME_EVENT_TYPE, body, now, req.trace_id)
         except BaseException:
             subscriber.close()

@@ -41,6 +41,7 @@ from edgeward.config import Address
 from edgeward.gateway.admin import make_admin_app
 from edgeward.gateway.backend import BackendClient
 from edgeward.gateway.edge_protection import EdgeProtection
+from edgeward.gateway.event_history import EventHistory
 from edgeward.gateway.grpc_service import SERVICE_NAME, GatewayService
 from edgeward.gateway.health import HEALTH_SERVICE_NAME, GatewayHealth
 from edgeward.gateway.metrics import GatewayMetrics
@@ -187,7 +188,12 @@ class Gateway:
                 settings.backend_ca_file, settings.backend_client_cert_file, settings.backend_client_key_file
             ),
         )
-        self.replay = open_replay_store(settings.redis_url, settings.replay_memory_max_entries)
+        self.replay = open_replay_store(
+            settings.redis_url,
+            settings.replay_memory_max_entries,
+            max_response_bytes=settings.replay_max_response_bytes,
+            memory_max_kept_bytes=settings.replay_memory_max_response_bytes,
+        )
         self.session_source = _redis_session_source(settings, self.backend)
         fetch: SessionSource = self.backend.get_session if self.session_source is None else self.session_source.fetch
         self.sessions = SessionCache(
@@ -220,6 +226,18 @@ class Gateway:
             max_per_session=settings.max_streams_per_session,
             max_per_user=settings.max_streams_per_user,
         )
+        self.history = (  # resumable streams (docs/push.md, "Resuming a stream")
+            EventHistory(
+                connect_redis(
+                    settings.redis_url,
+                    socket_timeout_ms=settings.event_history_timeout_ms,
+                ),
+                max_len=settings.event_history_max_len,
+                max_age_ms=settings.event_history_max_age_ms,
+            )
+            if settings.redis_url and settings.event_history
+            else None
+        )
         self.dispatcher = PushDispatcher(
             str(settings.backend_push_addr),
             self.hub,
@@ -227,6 +245,7 @@ class Gateway:
             Backoff(settings.push_reconnect_initial_ms, settings.push_reconnect_max_ms),
             keepalive_ms=settings.backend_push_keepalive_ms,
             keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
+            history=self.history,
         )
         self.metrics.watch_push(self.hub, self.dispatcher)
         self.session_events = _session_events(settings, self.sessions, self.hub)
@@ -237,7 +256,7 @@ class Gateway:
         self.access_log = AccessLog(settings.access_log, settings.access_log_sample)  # docs/logging.md
         self.service = GatewayService(
             CommandExecutor(verifier, self.routes, self.backend, self.signer, self.metrics.backend_timers(self.routes)),
-            SubscriptionOpener(verifier, self.hub, self.signer),
+            SubscriptionOpener(verifier, self.hub, self.signer, history=self.history),
             self.metrics,
             self.access_log,
         )
@@ -344,10 +363,13 @@ class Gateway:
             finally:
                 cut.cancel()
             self._grpc = None
+        await self.service.close_commands()  # before the backend and the replay store close
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
         await self.dispatcher.close()
+        if self.history is not None:
+            await self.history.close()
         if self.session_events is not None:
             await self.session_events.close()
         await self.sessions.close()

@@ -100,6 +100,12 @@ class GatewaySettings:
     replay_memory_max_entries: int = setting(
         1_000_000, int_in(1, 100_000_000), "capacity of the embedded replay store"
     )
+    replay_max_response_bytes: int = setting(
+        65_536, int_in(0, 4 * 1024 * 1024), "largest signed response kept for idempotent retries (0: none)"
+    )
+    replay_memory_max_response_bytes: int = setting(
+        64 * 1024 * 1024, int_in(0, 64 * 1024 * 1024 * 1024), "all responses the embedded replay store keeps at once"
+    )
     budget_ip: Limit | None = setting(Limit(200, 400), parse_limit, "commands per client IP: RATE:BURST or off")
     budget_session: Limit | None = setting(Limit(50, 100), parse_limit, "commands per device session")
     budget_user: Limit | None = setting(Limit(100, 200), parse_limit, "commands per user, all devices")
@@ -178,6 +184,18 @@ class GatewaySettings:
         4, int_in(1, 1_000), "concurrent SubscribeEvents streams per device session"
     )
     max_streams_per_user: int = setting(32, int_in(1, 100_000), "concurrent SubscribeEvents streams per user")
+    event_history: bool = setting(
+        True, parse_bool, "keep each user's recent events in Redis (EDGEWARD_REDIS_URL) so streams can resume"
+    )
+    event_history_max_len: int = setting(
+        1_000, int_in(1, 1_000_000), "events kept per user for resuming streams (about: trimmed with MAXLEN ~)"
+    )
+    event_history_max_age_ms: int = setting(
+        3_600_000, int_in(1_000, 30 * 86_400_000), "how long events are kept for resuming streams"
+    )
+    event_history_timeout_ms: int = setting(
+        500, int_in(10, 60_000), "connect and reply timeout of the event history's Redis commands"
+    )
     grpc_keepalive_time_ms: int = setting(
         30_000, int_in(1_000, 7_200_000), "the gateway pings a client connection idle this long"
     )

@@ -101,14 +101,15 @@ _CHECK_ONLY = Rate(Limit(1.0, 1))  # a block check (cost 0) never reads its rate
 # and no block, on the same keys, so both scripts share every budget's state; "all or nothing"
 # needs no refunds here, since every key is read before any is written.
 GUARDED_SCRIPT = """
--- KEYS[1]: the guard: SET 1 NX PX; when it exists already, nothing is charged
+-- KEYS[1]: the guard: SET <value> NX PX; when it exists already, nothing is charged
 -- KEYS[2..]: the budgets' GCRA keys, holding their TAT (integer microseconds)
 -- ARGV: now (us, or "" for the Redis clock), the guard's TTL (ms), then each budget's
---       interval and tolerance (us), in KEYS order
--- returns {0} when the guard existed; {1, 0, 0} when admitted and charged to every budget;
+--       interval and tolerance (us), in KEYS order, then the guard's value
+-- returns {0, <the guard's value>} when the guard existed; {1, 0, 0} when admitted and charged to every budget;
 --   {1, i, wait_us} when budget i (1-based; the longest wait, the last of equals) refused, and
 --   none was charged
-""" + _NOW + """if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return {0} end
+""" + _NOW + """local guard = redis.call('SET', KEYS[1], ARGV[#ARGV], 'NX', 'GET', 'PX', ARGV[2])
+if guard then return {0, guard} end
 local worst, worst_wait, tats = 0, 0, {}
 for i = 1, #KEYS - 1 do
   local interval, tolerance = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
@@ -214,7 +215,9 @@ class RedisLimiter:
             return False
         return mine.endpoint == redis.endpoint
 
-    def guarded(self, guard_key: str, guard_ttl_ms: int, hits: Sequence[Hit]) -> tuple[Arg, ...] | None:
+    def guarded(
+        self, guard_key: str, guard_ttl_ms: int, hits: Sequence[Hit], guard_value: bytes = b"1"
+    ) -> tuple[Arg, ...] | None:
         """The ``EVALSHA`` of ``GUARDED_SCRIPT`` charging ``hits`` behind ``guard_key``, for the caller
         to send on its own connection to this server (``shares_server``) and decode with
         ``guarded_answer``; ``load_script`` turns it into the ``EVAL`` a ``NOSCRIPT`` answer asks for.
@@ -230,15 +233,17 @@ class RedisLimiter:
         command += (now, guard_ttl_ms)
         for _, _, rate in hits:
             command += (rate.interval_us, rate.tolerance_us)
+        command.append(guard_value)
         return tuple(command)
 
     def guarded_answer(self, reply: Reply) -> tuple[bool, Verdict]:
         """(whether the guard was set, the budgets' verdict) from ``GUARDED_SCRIPT``'s reply.
 
-        A guard that existed charged nothing: (False, None). Raises ``ValueError`` on any other
-        reply (an error reply included); what that means is the caller's policy, not this limiter's.
+        A guard that existed charged nothing: (False, None); its value is the reply's second item.
+        Raises ``ValueError`` on any other reply (an error reply included); what that means is the
+        caller's policy, not this limiter's.
         """
-        if reply == [0]:
+        if isinstance(reply, list) and 1 <= len(reply) <= 2 and reply[0] == 0:
             self._answered()
             return False, None
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == 1:

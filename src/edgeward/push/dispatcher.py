@@ -42,7 +42,7 @@ from edgeward.push.hub import PushHub
 from edgeward.push.resync import reread_sessions, stop_task
 from edgeward.reasons import Reason
 
-__all__ = ("Backoff", "PushDispatcher", "RevocableSessions", "default_gateway_id")
+__all__ = ("Backoff", "EventRecorder", "PushDispatcher", "RevocableSessions", "default_gateway_id")
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,17 @@ class RevocableSessions(Protocol):
 
     async def refresh(self, device_session_id: str) -> SessionRecord | None:
         """Read the session again from its source; None when unknown. ``Rejection`` when it cannot be read."""
+        ...
+
+
+class EventRecorder(Protocol):
+    """Where client events are recorded for resumable streams (``EventHistory`` is one; docs/push.md)."""
+
+    def append(
+        self, user_id: str, device_session_id: str, event_id: str, event_type: str,
+        payload: bytes, timestamp_ms: int, trace_id: str,
+    ) -> None:
+        """Record the event; never waits. Called before the event is published in the hub."""
         ...
 
 
@@ -102,8 +113,10 @@ class PushDispatcher:
         keepalive_ms: int,
         keepalive_timeout_ms: int,
         gateway_id: str | None = None,
+        history: EventRecorder | None = None,
     ) -> None:
         self._target = target
+        self._history = history
         self._hub = hub
         self._sessions = sessions
         self._backoff = backoff
@@ -201,9 +214,15 @@ class PushDispatcher:
             if not ce.user_id:
                 log.warning("push event %r has no user_id: dropped", ce.event_id)
                 return
+            timestamp_ms = ce.timestamp_ms or now_ms()
+            if self._history is not None:  # queued on the history's connection before the local publish
+                self._history.append(
+                    ce.user_id, ce.device_session_id, ce.event_id, ce.event_type, ce.payload_bytes,
+                    timestamp_ms, ce.trace_id,
+                )
             self._hub.publish(
                 ce.user_id, ce.device_session_id, ce.event_id, ce.event_type, ce.payload_bytes,
-                ce.timestamp_ms or now_ms(), ce.trace_id,
+                timestamp_ms, ce.trace_id,
             )
         elif kind == "session_invalidation":
             inv = event.session_invalidation

@@ -55,10 +55,12 @@ class Subscriber:
 
     __slots__ = (
         "_end",
+        "_held",
         "_hub",
         "_interrupted",
         "_items",
         "_limit",
+        "_replay",
         "_task",
         "_waiter",
         "_writing",
@@ -72,6 +74,8 @@ class Subscriber:
         self._hub = hub
         self._limit = limit
         self._items: collections.deque[bytes] = collections.deque()
+        self._held: collections.deque[str] | None = None  # while held: the event_id of each queued item
+        self._replay: collections.deque[bytes] = collections.deque()  # written before the queue
         self._end: Reason | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[object] | None = None  # the pump's task, while it runs
@@ -100,6 +104,9 @@ class Subscriber:
             if self._end is None:
                 await self._write(write, first)
             while self._end is None:
+                if self._replay:
+                    await self._write(write, self._replay.popleft())
+                    continue
                 if self._items:
                     await self._write(write, self._items.popleft())
                     continue
@@ -118,6 +125,19 @@ class Subscriber:
         assert self._end is not None
         raise Rejection(self._end)
 
+    def hold(self) -> None:
+        """Remember the event id of every event queued from now on, until ``resume``."""
+        self._held = collections.deque(maxlen=self._limit)
+
+    def resume(self, replay: list[bytes], replayed_ids: set[str]) -> None:
+        """Write ``replay`` (history, oldest first) after the first event and before the queue,
+        and drop the queued events whose id is in ``replayed_ids`` (they are in the replay)."""
+        held, self._held = self._held, None
+        if held is not None and replayed_ids:
+            kept = [data for data, event_id in zip(self._items, held, strict=True) if event_id not in replayed_ids]
+            self._items = collections.deque(kept)
+        self._replay.extend(replay)
+
     def close(self) -> None:
         """Unregister (the handler is done); a stream that had not ended counts as closed by its client."""
         self._hub._finish(self, None)
@@ -130,11 +150,13 @@ class Subscriber:
             self._writing = False
         self._hub.stats.events_delivered += 1
 
-    def _offer(self, data: bytes) -> bool:
+    def _offer(self, data: bytes, event_id: str) -> bool:
         """Queue ``data``; False when the queue is full (the hub then ends the stream)."""
         if len(self._items) >= self._limit:
             return False
         self._items.append(data)
+        if self._held is not None:
+            self._held.append(event_id)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -143,6 +165,8 @@ class Subscriber:
     def _stop(self, reason: Reason) -> None:
         self._end = reason
         self._items.clear()
+        self._replay.clear()
+        self._held = None
         waiter = self._waiter
         if waiter is not None:
             if not waiter.done():
@@ -223,7 +247,7 @@ class PushHub:
         self.stats.events_signed += 1
         queued = 0
         for sub in targets:
-            if sub._offer(data):
+            if sub._offer(data, event_id):
                 queued += 1
             else:
                 self._finish(sub, Reason.SLOW_CONSUMER)
