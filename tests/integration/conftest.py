@@ -23,6 +23,7 @@ from edgeward.gateway.server import Gateway
 from edgeward.gateway.settings import GatewaySettings
 from edgeward.native.crypto import Signer
 from edgeward.stub import StubBackend, StubSettings
+from tests.support.hanging_backend import HangingBackend
 
 GATEWAY_SIGNER = Signer(bytes(range(32)))
 LOOPBACK_ANY = Address("127.0.0.1", 0)
@@ -132,3 +133,12 @@ async def rejected(channel: grpc.aio.Channel, data: bytes) -> Any:
     except grpc.aio.AioRpcError as err:
         return error_from_rpc(err)
     raise AssertionError("the request was accepted")
+
+
+@pytest.fixture
+async def hanging_backend(stub: StubBackend) -> AsyncIterator[HangingBackend]:
+    """A backend that holds every echo command until the test ends (tests/support/hanging_backend.py)."""
+    backend = HangingBackend(stub)
+    await backend.start()
+    yield backend
+    await backend.stop()

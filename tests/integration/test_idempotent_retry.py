@@ -8,7 +8,6 @@ and, for the Redis store, a real redis-server (alone, and sharing the budgets' r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,7 +19,7 @@ from edgeward.gateway.server import Gateway
 from edgeward.protection.limiter import Limit
 from edgeward.stub import StubBackend
 from tests.integration.conftest import EXECUTE, GATEWAY_SIGNER, Device, GatewayFactory, call, login, rejected
-from tests.integration.test_shutdown_in_flight import HangingBackend
+from tests.support.hanging_backend import HangingBackend
 from tests.support.redis_server import RedisServer
 
 STORES = ["memory", "redis", "redis-with-budgets"]
@@ -51,14 +50,6 @@ def same_id(device: Device, data: bytes, payload: bytes) -> bytes:
         device.signer, device.device_session_id, env.message_type, payload, request_id=env.request_id
     )
     return bytes(msg.SerializeToString())
-
-
-@pytest.fixture
-async def hanging_backend(stub: StubBackend) -> AsyncIterator[HangingBackend]:
-    backend = HangingBackend(stub)
-    await backend.start()
-    yield backend
-    await backend.stop()
 
 
 @pytest.mark.parametrize("store", STORES)
