@@ -435,14 +435,15 @@ class RedisReplayStore:
         if is_noscript(reply):  # a restarted or flushed Redis: once more as EVAL, which caches it
             reply = await self._call(load_script(command))
         try:
-            first_seen, verdict = limiter.guarded_answer(reply)
+            previous, verdict = limiter.guarded_answer(reply)
         except ValueError:  # an error reply (OOM at maxmemory, say): no reservation to vouch for
             raise self._failed(reply) from None
         self._set_healthy(True)
-        if not first_seen and request_fingerprint is not None:  # the guard's value came back with it
-            previous = reply[1] if isinstance(reply, list) and len(reply) == 2 else None
-            return settle(previous if isinstance(previous, bytes) else _PLAIN, request_fingerprint), None
-        return first_seen, None if verdict is None else refusal(hits, verdict)
+        if previous is None:
+            return True, None if verdict is None else refusal(hits, verdict)
+        if request_fingerprint is None:
+            return False, None
+        return settle(previous, request_fingerprint), None
 
     async def _call(self, command: Sequence[Arg]) -> Reply:
         """``reserve``'s sending and failure rules, for any command: its reply, or the rejection."""

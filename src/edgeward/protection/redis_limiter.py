@@ -236,21 +236,23 @@ class RedisLimiter:
         command.append(guard_value)
         return tuple(command)
 
-    def guarded_answer(self, reply: Reply) -> tuple[bool, Verdict]:
-        """(whether the guard was set, the budgets' verdict) from ``GUARDED_SCRIPT``'s reply.
+    def guarded_answer(self, reply: Reply) -> tuple[bytes | None, Verdict]:
+        """(the guard's earlier value, the budgets' verdict) from ``GUARDED_SCRIPT``'s reply.
 
-        A guard that existed charged nothing: (False, None); its value is the reply's second item.
+        None first: the guard was set now, and the verdict says whether the budgets admitted it. A
+        guard that existed charged nothing: (its value, b"" when the script did not return one, None).
         Raises ``ValueError`` on any other reply (an error reply included); what that means is the
         caller's policy, not this limiter's.
         """
         if isinstance(reply, list) and 1 <= len(reply) <= 2 and reply[0] == 0:
             self._answered()
-            return False, None
+            previous = reply[1] if len(reply) == 2 else b""
+            return (previous if isinstance(previous, bytes) else b""), None
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == 1:
             index, wait_us = reply[1], reply[2]
             if isinstance(index, int) and isinstance(wait_us, int):
                 self._answered()
-                return True, None if index == 0 else (index - 1, max(wait_us, 1) / 1000)
+                return None, None if index == 0 else (index - 1, max(wait_us, 1) / 1000)
         raise ValueError(f"unexpected reply from the guarded limiter script: {reply!r}")
 
     # -- Redis calls -----------------------------------------------------------------------
