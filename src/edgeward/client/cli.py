@@ -8,14 +8,21 @@ public key. Nothing unverified is printed as a result.
 
 ``call`` signs one command, sends it and prints the verified answer. Exit status: 0 for ``ok``,
 1 when the backend answered an error code, 3 when the gateway refused the call (its stable reason
-on stderr), 2 for a usage or set-up problem.
+on stderr), 2 for a usage or set-up problem. A call whose outcome is unknown is resent as the very
+same signed request, ``--attempts`` calls in all (``EdgewardClient.execute``).
 
 ``subscribe`` opens a SubscribeEvents stream and prints each verified event as one JSON line
 (``event_id``, ``event_type``, ``timestamp_ms``, ``trace_id``, ``payload``) as it arrives, the
-``gateway.server_time`` event first. It logs in again only when the stream is refused before its
+``gateway.server_time`` event first, each line flushed whole. The ``event_id`` of the last line is
+the stream's position: ``--resume-after`` it on the next run gets the events missed in between
+(docs/push.md, "Resuming a stream"). It logs in again only when the stream is refused before its
 first event; a stream that the gateway ends later (session_revoked, slow_consumer,
 shutting_down) exits with status 3 and the reason on stderr. Exit status 0 after ``--count``
 events, 130 on Ctrl-C, 2 for a usage or set-up problem.
+
+Both wait for a gateway they cannot reach yet (gRPC wait for ready: ``call`` up to ``--timeout``
+per attempt, ``subscribe`` until it can), as the SDK does (docs/workers.md); ``--fail-fast``
+fails at once instead.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="calls in all when the outcome is unknown (timeout, lost connection): resent as the very same "
         "signed request, which the gateway runs at most once (docs/replay.md) [3]",
     )
+    _fail_fast_option(call, "up to --timeout per attempt")
     call.set_defaults(func=_call)
 
     subscribe = subparsers.add_parser(
@@ -91,7 +99,21 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     subscribe.add_argument(
         "--count", type=int, default=0, help="exit after this many events, server_time included [0: never]"
     )
+    subscribe.add_argument(
+        "--resume-after", metavar="POSITION", default=None,
+        help="the event_id of the last event an earlier run printed: the gateway first sends the events "
+        "missed since, or a gateway.resume_gap event when it cannot (docs/push.md) [none]",
+    )
+    _fail_fast_option(subscribe, "as long as it takes")
     subscribe.set_defaults(func=_subscribe)
+
+
+def _fail_fast_option(parser: argparse.ArgumentParser, wait: str) -> None:
+    parser.add_argument(
+        "--fail-fast", action="store_true",
+        help=f"fail at once (UNAVAILABLE) when the gateway cannot be reached, instead of waiting for it {wait} "
+        "(gRPC wait_for_ready, on by default: docs/workers.md)",
+    )
 
 
 def _device_options(parser: argparse.ArgumentParser) -> None:
@@ -193,14 +215,16 @@ async def _send(
     async with EdgewardClient(args.grpc_target, gateway_key, signer, dsid) as client:
         try:
             return await client.execute(
-                args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout, attempts=args.attempts
+                args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout, attempts=args.attempts,
+                wait_for_ready=not args.fail_fast,
             )
         except GatewayError as exc:
             if exc.reason not in _RELOGIN_REASONS:
                 raise
         client.device_session_id = await _login(args, state, signer)
         return await client.execute(
-            args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout, attempts=args.attempts
+            args.message_type, payload, trace_id=args.trace_id, timeout=args.timeout, attempts=args.attempts,
+            wait_for_ready=not args.fail_fast,
         )
 
 
@@ -249,7 +273,9 @@ async def _stream(args: argparse.Namespace, options: Any, gateway_key: bytes, st
     async with EdgewardClient(args.grpc_target, gateway_key, signer, dsid) as client:
         for attempt in range(2):
             try:
-                async with contextlib.aclosing(client.subscribe(options, trace_id=args.trace_id)) as events:
+                async with contextlib.aclosing(client.subscribe(
+                    options, trace_id=args.trace_id, resume_after=args.resume_after, wait_for_ready=not args.fail_fast
+                )) as events:
                     async for event in events:
                         seen += 1
                         print(_event_line(event), flush=True)
@@ -277,6 +303,10 @@ def _subscribe(args: argparse.Namespace) -> int:
         return 2
     if options is not None and not isinstance(options, dict):
         print("edgeward subscribe: the options must be a JSON object", file=sys.stderr)
+        return 2
+    if args.resume_after == "":
+        print("edgeward subscribe: --resume-after needs an event_id (leave the flag out for a fresh stream)",
+              file=sys.stderr)
         return 2
 
     async def stream(gateway_key: bytes, state: Path, signer: Signer) -> int:

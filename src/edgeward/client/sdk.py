@@ -6,6 +6,12 @@ canonical signing input, and, for a command, that the response echoes the reques
 rejection by the gateway arrives as a gRPC status whose details carry ``google.rpc.ErrorInfo``
 (§3); it is raised as ``GatewayError`` with the stable reason code, so callers match on strings
 the contract guarantees rather than on free-form messages.
+
+Calls wait for ready (gRPC ``wait_for_ready``) unless told not to: a call made while the channel
+cannot connect (the gateway not yet listening, a reconnect reset by a worker retiring in a
+rolling restart: docs/workers.md) waits for the channel's next connection, bounded by the call's
+deadline, instead of failing at once with UNAVAILABLE. The price: against a gateway that stays
+down, a call fails only at its deadline (DEADLINE_EXCEEDED). ``wait_for_ready=False`` fails fast.
 """
 
 from __future__ import annotations
@@ -334,8 +340,13 @@ class EdgewardClient:
         request_id: str | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109  (a gRPC deadline: the gateway sees it too)
         attempts: int = 3,
+        wait_for_ready: bool = True,
     ) -> CommandResult:
         """Send one signed command; a payload that is not bytes is sent as JSON.
+
+        ``wait_for_ready`` (on by default): each call waits, within its ``timeout``, for a channel
+        that cannot connect yet (module docstring); False fails at once with UNAVAILABLE when the
+        gateway cannot be reached (then retried like any UNAVAILABLE, ``attempts`` calls in all).
 
         A call whose outcome is unknown (UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED that the
         gateway did not decide, or its request_in_flight, replay_store_unavailable, shutting_down) is
@@ -358,7 +369,7 @@ class EdgewardClient:
         )
         backoff = _RETRY_BACKOFF_S
         for attempt in range(1, attempts + 1):
-            call = send(request, timeout=timeout)
+            call = send(request, timeout=timeout, wait_for_ready=wait_for_ready)
             try:
                 response: gateway_pb2.ExecuteCommandResponse = await call
             except grpc.aio.AioRpcError as err:
@@ -378,6 +389,7 @@ class EdgewardClient:
     async def subscribe(
         self, options: Any = None, *, trace_id: str = "", resume_after: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109  (a gRPC deadline on the whole stream)
+        wait_for_ready: bool = True,
     ) -> AsyncGenerator[Event, None]:
         """Verified events of a SubscribeEvents stream (the first is ``gateway.server_time``).
 
@@ -389,6 +401,10 @@ class EdgewardClient:
         (``gateway.server_time`` included); the gateway first sends what was missed since, or a
         ``gateway.resume_gap`` event when it cannot (re-read your state then). docs/push.md,
         "Resuming a stream". It is added to ``options`` (a dict, or None).
+
+        ``wait_for_ready`` (on by default): a stream opened while the gateway cannot be reached
+        waits for it (module docstring), up to ``timeout``: without one, as long as it takes.
+        False fails at once with UNAVAILABLE.
         """
         if resume_after is not None:
             options = {**(options or {}), "resume_after": resume_after}
@@ -399,7 +415,7 @@ class EdgewardClient:
             request_serializer=gateway_pb2.SubscribeEventsRequest.SerializeToString,
             response_deserializer=gateway_pb2.GatewayEvent.FromString,
         )
-        call = stream(request, timeout=timeout)
+        call = stream(request, timeout=timeout, wait_for_ready=wait_for_ready)
         try:
             async for message in call:
                 yield verify_event(message, self.gateway_public_key)
