@@ -126,3 +126,28 @@ def test_edge_protection_settings() -> None:
             },
         )
     assert len(info.value.errors) == 4
+
+
+def test_grpc_web_and_cors_settings() -> None:
+    assert GatewaySettings().grpc_web_addr is None and not GatewaySettings().cors_origins
+    assert str(GatewaySettings().cors_origins) == "none"
+    settings = load(
+        GatewaySettings,
+        {
+            "EDGEWARD_GRPC_WEB_ADDR": "127.0.0.1:8082",
+            "EDGEWARD_CORS_ORIGINS": " http://127.0.0.1:8090, https://App.Example.com ",
+        },
+    )
+    assert settings.grpc_web_addr == Address("127.0.0.1", 8082)
+    origins = settings.cors_origins
+    assert origins.allows("http://127.0.0.1:8090") and origins.allows("https://app.example.com")
+    assert not origins.allows("http://127.0.0.1:8091") and not origins.allows("https://app.example.com:443")
+    anyone = load(GatewaySettings, {"EDGEWARD_CORS_ORIGINS": "*"}).cors_origins
+    assert anyone.allows("https://anything.example") and str(anyone) == "*"
+    assert not load(GatewaySettings, {"EDGEWARD_CORS_ORIGINS": "none"}).cors_origins
+    for bad in ("*, http://a.example", "http://a.example/", "http://a.example/app", "ftp://a.example", "a.example"):
+        with pytest.raises(ConfigError) as info:
+            load(GatewaySettings, {"EDGEWARD_CORS_ORIGINS": bad})
+        assert "EDGEWARD_CORS_ORIGINS" in info.value.errors[0], bad
+    with pytest.raises(ConfigError):
+        load(GatewaySettings, {"EDGEWARD_GRPC_WEB_ADDR": "8082"})

@@ -31,7 +31,7 @@ def test_several_workers_without_a_shared_replay_store_are_refused() -> None:
         worker_count(settings(workers=3))
 
 
-@pytest.mark.parametrize("field", ["grpc_addr", "public_http_addr"])
+@pytest.mark.parametrize("field", ["grpc_addr", "public_http_addr", "grpc_web_addr"])
 def test_several_workers_on_port_0_are_refused(field: str) -> None:
     with pytest.raises(Refused, match=f"EDGEWARD_{field.upper()} needs a fixed port"):
         worker_count(settings(workers=2, redis_url=REDIS, **{field: Address("127.0.0.1", 0)}))

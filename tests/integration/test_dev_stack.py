@@ -12,11 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edgeward.devtools.dev import BROWSER_EXAMPLE_ORIGIN
 from edgeward.devtools.ports import NotListening, free_port, is_listening, wait_listening
 
 EDGEWARD = [sys.executable, "-m", "edgeward"]
@@ -26,7 +28,7 @@ _UP_TIMEOUT_S = 60.0
 @pytest.fixture
 def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A running ``edgeward dev``; yields the environment ``edgeward call`` needs to reach it."""
-    ports = {name: free_port() for name in ("stub_http", "stub_grpc", "grpc", "public", "admin")}
+    ports = {name: free_port() for name in ("stub_http", "stub_grpc", "grpc", "public", "admin", "grpc_web")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")}
     env |= {
         "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{ports['stub_http']}",
@@ -34,6 +36,7 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
         "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
+        "EDGEWARD_GRPC_WEB_ADDR": f"127.0.0.1:{ports['grpc_web']}",
     }
     state = tmp_path / ".edgeward" / "dev"  # the default, relative to where `make run` is started
     log = (tmp_path / "dev.log").open("wb")
@@ -41,6 +44,7 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         try:
             wait_listening(ports["grpc"], proc, what="edgeward dev's gateway", timeout_s=_UP_TIMEOUT_S)
+            wait_listening(ports["grpc_web"], proc, what="edgeward dev's gRPC-Web", timeout_s=_UP_TIMEOUT_S)
         except NotListening as exc:
             pytest.fail(f"{exc}:\n" + (tmp_path / "dev.log").read_text())
         assert (state / "gateway.pub").exists()  # written before the gateway starts
@@ -50,6 +54,7 @@ def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
             "EDGEWARD_STUB_BACKEND_URL": f"http://127.0.0.1:{ports['stub_http']}",
             "EDGEWARD_GATEWAY_PUBLIC_KEY": str(state / "gateway.pub"),
             "EDGEWARD_CLIENT_STATE": str(tmp_path / "client"),
+            "GRPC_WEB_URL": f"http://127.0.0.1:{ports['grpc_web']}",
         }
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -90,6 +95,18 @@ def test_call_reports_backend_errors_and_refusals_with_their_codes(dev_stack: di
     wrong_key = _call(dev_stack | {"EDGEWARD_GATEWAY_PUBLIC_KEY": "A" * 43 + "="}, "user.echo", "{}")
     assert wrong_key.returncode == 3
     assert "does not verify" in wrong_key.stderr
+
+
+def test_the_browser_example_origin_may_call_the_grpc_web_listener(dev_stack: dict[str, str]) -> None:
+    """``edgeward dev`` turns gRPC-Web on and lets the browser example's origin (CORS) call it."""
+    preflight = urllib.request.Request(
+        dev_stack["GRPC_WEB_URL"] + "/edgeward.v1.EdgeGateway/ExecuteCommand",
+        method="OPTIONS",
+        headers={"Origin": BROWSER_EXAMPLE_ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    with urllib.request.urlopen(preflight, timeout=30) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == BROWSER_EXAMPLE_ORIGIN
 
 
 def test_keygen_and_pubkey(tmp_path: Path) -> None:

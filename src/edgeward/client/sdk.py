@@ -28,7 +28,7 @@ import aiohttp
 import grpc
 import orjson
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from edgeward._pb import gateway_pb2
@@ -51,6 +51,7 @@ __all__ = (
     "build_signed_request",
     "confirm_email_code",
     "error_from_rpc",
+    "error_from_status",
     "login_with_stub_mailbox",
     "new_request_id",
     "read_stub_mailbox",
@@ -263,13 +264,18 @@ def error_from_rpc(err: grpc.aio.AioRpcError) -> GatewayError:
     status details string, so a parse problem never hides the original failure.
     """
     code = err.code()
-    reason = err.details() or code.name.lower()
-    metadata: dict[str, str] = {}
-    retry_after_ms: int | None = None
     try:  # AioRpcError has grpc.Call's synchronous accessors; the stubs do not say so.
         status = rpc_status.from_call(cast(grpc.Call, err))
     except (ValueError, DecodeError):
         status = None
+    return error_from_status(code, err.details() or code.name.lower(), status)
+
+
+def error_from_status(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> GatewayError:
+    """A GatewayError from a failed call's code, status message and decoded ``google.rpc.Status``
+    (None when there was none): its ErrorInfo gives the reason and metadata, its RetryInfo the
+    delay. For any transport: gRPC's trailers (``error_from_rpc``) or gRPC-Web's."""
+    reason, metadata, retry_after_ms = message, {}, None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()

@@ -3,7 +3,10 @@
 Starts a private ``redis-server`` on a free loopback port when one is installed (never the
 machine's shared 6379; without it the gateway uses its embedded replay store), the stub
 backend, and the gateway signing with a key kept in the state folder, whose public key is
-written beside it for ``edgeward call``. Ctrl-C (or SIGTERM) stops all of them; if one child
+written beside it for ``edgeward call``. The gateway's gRPC-Web listener is on (127.0.0.1:8082;
+``EDGEWARD_GRPC_WEB_ADDR=`` empty turns it off), and browser pages from ``http://127.0.0.1:8090``,
+where the browser example is served, may call it and the public auth listener (CORS), unless
+``EDGEWARD_CORS_ORIGINS`` says otherwise. Ctrl-C (or SIGTERM) stops all of them; if one child
 dies, the others are stopped too. Listener addresses follow the usual ``EDGEWARD_*`` variables.
 The children log text lines rather than ``serve``'s JSON, unless ``EDGEWARD_LOG_FORMAT`` is set.
 """
@@ -26,7 +29,10 @@ from edgeward.files import atomic_write
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import load_signer, save_signer
 
-__all__ = ("add_parser",)
+__all__ = ("BROWSER_EXAMPLE_ORIGIN", "add_parser")
+
+BROWSER_EXAMPLE_ORIGIN = "http://127.0.0.1:8090"
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("dev", help="run redis (if installed) + stub backend + gateway locally")
@@ -74,6 +80,10 @@ def _dev(args: argparse.Namespace) -> int:
     env.setdefault("EDGEWARD_BACKEND_PUSH_ADDR", str(stub_grpc))
     grpc_addr = Address.parse(env.setdefault("EDGEWARD_GRPC_ADDR", "127.0.0.1:50051"))
     public_addr = Address.parse(env.setdefault("EDGEWARD_PUBLIC_HTTP_ADDR", "127.0.0.1:8080"))
+    grpc_web = env.setdefault("EDGEWARD_GRPC_WEB_ADDR", "127.0.0.1:8082")
+    grpc_web_addr = Address.parse(grpc_web) if grpc_web else None
+    # The browser example (examples/web/) is served from this origin: its pages may call the gateway.
+    env.setdefault("EDGEWARD_CORS_ORIGINS", BROWSER_EXAMPLE_ORIGIN)
     env.setdefault("EDGEWARD_WORKERS", "1")  # one gateway process to read logs from; set it to try worker mode
     env.setdefault("EDGEWARD_LOG_FORMAT", "text")  # a person reads these; json is for a log pipeline
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -91,8 +101,16 @@ def _dev(args: argparse.Namespace) -> int:
         wait_listening(stub_http.port, children[-1], what="stub backend", host=stub_http.host)
         children.append(subprocess.Popen([*edgeward, "serve"], env=env))
         wait_listening(grpc_addr.port, children[-1], what="gateway", host=grpc_addr.host)
+        if grpc_web_addr is not None:  # bound after the gRPC port
+            wait_listening(grpc_web_addr.port, children[-1], what="gateway's gRPC-Web", host=grpc_web_addr.host)
+        web_line = (
+            f"gRPC-Web http://{grpc_web_addr} (CORS: {env['EDGEWARD_CORS_ORIGINS'] or 'none'}), "
+            if grpc_web_addr is not None
+            else ""
+        )
         print(
             f"\nedgeward dev is up: gRPC {grpc_addr}, public auth http://{public_addr}, "
+            f"{web_line}"
             f"stub backend http://{stub_http}, replay store {env.get('EDGEWARD_REDIS_URL', 'in-memory')}\n"
             f"try:  .venv/bin/edgeward call user.echo '{{\"hello\":\"world\"}}'\n"
             "Ctrl-C stops everything.\n",

@@ -15,6 +15,12 @@ At shutdown, ``cut_in_flight`` answers every ExecuteCommand still running with U
 with a bare "Cancelling all calls": the client then knows the gateway refused to wait, though the
 backend may have run the command already (docs/protocol.md, shutdown).
 
+Two transports share this service: gRPC (the handlers here) and gRPC-Web (``gateway/grpc_web.py``).
+``execute`` and ``open_subscription`` are the one path both take into the pipeline, with the
+counting, the access line and the shutdown cut; each transport only turns the outcome into its
+own wire form. A gRPC-Web call is also counted in ``edgeward_grpc_web_requests`` and its access
+line says ``transport: grpc-web``; the gRPC path pays one identity comparison for that.
+
 Each ExecuteCommand, and each SubscribeEvents opening, gets an ``edgeward.access`` line
 (docs/logging.md). The request's ids in it are decoded again from the request bytes, and only when
 a line is written: the pipeline stays as it is, and a sampled-out or disabled access log costs
@@ -33,13 +39,27 @@ from prometheus_client import Counter
 from edgeward.gateway.metrics import GatewayMetrics
 from edgeward.gateway.pipeline import REPLAYED_RESULT, CommandExecutor, SubscriptionOpener
 from edgeward.native.envelope import decode_request
+from edgeward.push.hub import Subscriber
 from edgeward.reasons import Reason, Rejection
 from edgeward.rpc_errors import trailers_for
 from edgeward.runtime import AccessLog
 
-__all__ = ("SERVICE_NAME", "GatewayService", "client_ip")
+__all__ = (
+    "GRPC",
+    "GRPC_WEB",
+    "INTERNAL_ERROR",
+    "REPLAYED_METADATA",
+    "SERVICE_NAME",
+    "GatewayService",
+    "InternalError",
+    "client_ip",
+)
 
 SERVICE_NAME = "edgeward.v1.EdgeGateway"
+EXECUTE, SUBSCRIBE = "ExecuteCommand", "SubscribeEvents"
+# The transports, as the access line's ``transport`` field names them (compared by identity).
+GRPC, GRPC_WEB = "grpc", "grpc-web"
+INTERNAL_ERROR = "internal_error"  # the status message of a fault in the gateway itself (docs/protocol.md §6.4)
 _MAX_RESULT_CODES = 64
 # Trailing metadata of a kept response served again to a retry (docs/replay.md, "Idempotent retry").
 REPLAYED_METADATA = (("edgeward-replayed", "1"),)
@@ -72,6 +92,10 @@ def _request_ids(request: bytes, kind: str) -> dict[str, str]:
         "trace_id": req.trace_id,
         "device_session_id": req.device_session_id,
     }
+
+
+class InternalError(Exception):
+    """A fault of the gateway itself, already logged and counted: answer INTERNAL ``internal_error``."""
 
 
 def _end_with(context: grpc.aio.ServicerContext[bytes, bytes], rejection: Rejection) -> None:
@@ -123,7 +147,32 @@ class GatewayService:
             task.cancel()
         return len(self._in_flight)
 
+    async def wait_in_flight(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the ExecuteCommand calls running now to finish (shutdown)."""
+        if self._in_flight and timeout_s > 0:
+            await asyncio.wait(list(self._in_flight), timeout=timeout_s)
+
     async def execute_command(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        peer = context.peer()
+        try:
+            response, replayed = await self.execute(request, client_ip(peer), peer)
+        except Rejection as rejection:
+            await context.abort(rejection.reason.code, rejection.reason.wire, trailing_metadata=trailers_for(rejection))
+        except InternalError:
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
+        if replayed:
+            context.set_trailing_metadata(REPLAYED_METADATA)
+        return response
+
+    async def execute(self, request: bytes, ip: str, peer: str, transport: str = GRPC) -> tuple[bytes, bool]:
+        """ExecuteCommand through the pipeline, for either transport: the signed response, and
+        whether it is a kept answer served again (``edgeward-replayed``).
+
+        Counted and logged here, before the caller answers, so a client that has its answer can rely
+        on the metrics saying so. Raises ``Rejection`` (the contract's status), ``InternalError``, or
+        the cancellation of a client that left (counted ``cancelled``). The task is cut at shutdown
+        like a gRPC call (``cut_in_flight``): it then raises ``shutting_down``.
+        """
         started = time.perf_counter()
         task = asyncio.current_task()
         assert task is not None
@@ -131,43 +180,61 @@ class GatewayService:
         try:
             if not self.accepting:
                 raise Rejection(Reason.SHUTTING_DOWN)
-            response, result_code = await self._commands.execute(request, client_ip(context.peer()))
+            response, result_code = await self._commands.execute(request, ip)
         except asyncio.CancelledError:
-            if not self._cutting:  # the client went away, or gRPC itself cancels
+            if not self._cutting:  # the client went away, or its transport cancels
+                if transport is not GRPC:
+                    self._metrics.grpc_web_requests.labels(EXECUTE, "cancelled").inc()
                 self._count(self._metrics.requests.labels("ExecuteCommand", "cancelled"), started)
-                self._log_call("ExecuteCommand", request, context, "cancelled", grpc.StatusCode.CANCELLED, started)
+                self._log_call(EXECUTE, request, peer, transport, "cancelled", grpc.StatusCode.CANCELLED, started)
                 raise
             task.uncancel()
             rejection = Rejection(Reason.SHUTTING_DOWN, "the gateway stopped before the command finished")
-            self._count(self._metrics.requests.labels("ExecuteCommand", rejection.reason.wire), started)
-            self._log_call("ExecuteCommand", request, context, rejection.reason.wire, rejection.reason.code, started)
-            await context.abort(rejection.reason.code, rejection.reason.wire, trailing_metadata=trailers_for(rejection))
+            self._rejected(EXECUTE, request, peer, transport, rejection, started)
+            raise rejection from None
         except Rejection as rejection:
-            # Counted before abort(), which answers the client at once: a client that has its
-            # answer can rely on the metrics saying so.
-            self._count(self._metrics.requests.labels("ExecuteCommand", rejection.reason.wire), started)
-            self._log_call("ExecuteCommand", request, context, rejection.reason.wire, rejection.reason.code, started)
-            await context.abort(
-                rejection.reason.code, rejection.reason.wire, trailing_metadata=trailers_for(rejection)
-            )
+            self._rejected(EXECUTE, request, peer, transport, rejection, started)
+            raise
         except Exception:
-            self._count(self._metrics.requests.labels("ExecuteCommand", "internal_error"), started)
+            if transport is not GRPC:
+                self._metrics.grpc_web_requests.labels(EXECUTE, INTERNAL_ERROR).inc()
+            self._count(self._metrics.requests.labels("ExecuteCommand", INTERNAL_ERROR), started)
             log.exception("ExecuteCommand failed unexpectedly")
-            self._log_call("ExecuteCommand", request, context, "internal_error", grpc.StatusCode.INTERNAL, started)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal_error")
+            self._log_call(EXECUTE, request, peer, transport, INTERNAL_ERROR, grpc.StatusCode.INTERNAL, started)
+            raise InternalError from None
         finally:
             self._in_flight.discard(task)
+        if transport is not GRPC:
+            outcome = "replayed" if result_code == REPLAYED_RESULT else "ok"
+            self._metrics.grpc_web_requests.labels(EXECUTE, outcome).inc()
         if result_code == REPLAYED_RESULT:  # the bytes of an earlier answer: no backend result to count
-            context.set_trailing_metadata(REPLAYED_METADATA)
             self._count(self._replayed, started)
             if self._access.wants(accepted=True):
-                self._log_call("ExecuteCommand", request, context, "replayed", grpc.StatusCode.OK, started)
-            return response
+                self._log_call(EXECUTE, request, peer, transport, "replayed", grpc.StatusCode.OK, started)
+            return response, True
         self._result_counter(result_code).inc()
         self._count(self._ok, started)
         if self._access.wants(accepted=True):
-            self._log_call("ExecuteCommand", request, context, "ok", grpc.StatusCode.OK, started, result_code)
-        return response
+            self._log_call(EXECUTE, request, peer, transport, "ok", grpc.StatusCode.OK, started, result_code)
+        return response, False
+
+    def refused(
+        self, method: str, peer: str, transport: str, outcome: str, code: grpc.StatusCode, started: float
+    ) -> None:
+        """Count and log a call its transport refused before the pipeline saw it (gRPC-Web: bad
+        framing, a body over the limit), so it shows like any other refusal."""
+        self._metrics.requests.labels(method, outcome).inc()
+        (self._duration if method == EXECUTE else self._subscribe_duration).observe(time.perf_counter() - started)
+        self._metrics.grpc_web_requests.labels(method, outcome).inc()
+        self._log_call(method, b"", peer, transport, outcome, code, started)
+
+    def _rejected(
+        self, method: str, request: bytes, peer: str, transport: str, rejection: Rejection, started: float
+    ) -> None:
+        if transport is not GRPC:
+            self._metrics.grpc_web_requests.labels(method, rejection.reason.wire).inc()
+        self._count(self._metrics.requests.labels(method, rejection.reason.wire), started)
+        self._log_call(method, request, peer, transport, rejection.reason.wire, rejection.reason.code, started)
 
     def _count(self, outcome: Counter, started: float) -> None:
         outcome.inc()
@@ -177,7 +244,8 @@ class GatewayService:
         self,
         method: str,
         request: bytes,
-        context: grpc.aio.ServicerContext[bytes, bytes],
+        peer: str,
+        transport: str,
         outcome: str,
         code: grpc.StatusCode,
         started: float,
@@ -187,44 +255,28 @@ class GatewayService:
         if outcome not in ("ok", "replayed") and not self._access.wants(accepted=False):
             return
         fields: dict[str, object] = {
-            "peer": context.peer(),
+            "peer": peer,
+            "transport": transport,
             "grpc_code": code.name,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            **_request_ids(request, "subscribe" if method == "SubscribeEvents" else "execute"),
+            **_request_ids(request, "subscribe" if method == SUBSCRIBE else "execute"),
         }
         if result_code:
             fields["result_code"] = result_code
         self._access.write(method, outcome, fields)
 
     async def subscribe_events(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
-        """Open the stream (verification, registration), then write events until the hub ends it.
-
-        The request counter and duration cover the opening only: ``ok`` means a registered stream.
-        """
-        started = time.perf_counter()
-        outcome, code = "ok", grpc.StatusCode.OK
+        """Open the stream (verification, registration), then write events until the hub ends it."""
+        peer = context.peer()
         try:
-            if not self.accepting:
-                raise Rejection(Reason.SHUTTING_DOWN)
-            subscriber, greeting = await self._subscriptions.open(request, client_ip(context.peer()))
+            subscriber, greeting = await self.open_subscription(request, client_ip(peer), peer)
         except Rejection as rejection:
-            outcome, code = rejection.reason.wire, rejection.reason.code
             _end_with(context, rejection)
             return
-        except Exception:
-            outcome, code = "internal_error", grpc.StatusCode.INTERNAL
-            log.exception("SubscribeEvents failed unexpectedly")
+        except InternalError:
             context.set_code(grpc.StatusCode.INTERNAL)
-            context.set_details("internal_error")
+            context.set_details(INTERNAL_ERROR)
             return
-        except asyncio.CancelledError:  # the client left while the subscription was being verified
-            outcome, code = "cancelled", grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self._metrics.requests.labels("SubscribeEvents", outcome).inc()
-            self._subscribe_duration.observe(time.perf_counter() - started)
-            if outcome != "ok" or self._access.wants(accepted=True):
-                self._log_call("SubscribeEvents", request, context, outcome, code, started)
         try:
             # Headers go out on their own first: grpc.aio marks them sent only when a write
             # completes, so after the hub interrupted the first write (a stalled client, or
@@ -236,6 +288,39 @@ class GatewayService:
             _end_with(context, rejection)
         finally:  # a failed write (the client is gone) propagates: gRPC knows whether to log it
             subscriber.close()
+
+    async def open_subscription(
+        self, request: bytes, ip: str, peer: str, transport: str = GRPC
+    ) -> tuple[Subscriber, bytes]:
+        """SubscribeEvents up to its first event, for either transport: the registered subscriber
+        and the signed ``gateway.server_time`` event; the caller pumps the stream and closes it.
+
+        The request counter and duration cover the opening only: ``ok`` means a registered stream.
+        Raises ``Rejection``, ``InternalError``, or the cancellation of a client that left.
+        """
+        started = time.perf_counter()
+        outcome, code = "ok", grpc.StatusCode.OK
+        try:
+            if not self.accepting:
+                raise Rejection(Reason.SHUTTING_DOWN)
+            return await self._subscriptions.open(request, ip)
+        except Rejection as rejection:
+            outcome, code = rejection.reason.wire, rejection.reason.code
+            raise
+        except Exception:
+            outcome, code = INTERNAL_ERROR, grpc.StatusCode.INTERNAL
+            log.exception("SubscribeEvents failed unexpectedly")
+            raise InternalError from None
+        except asyncio.CancelledError:  # the client left while the subscription was being verified
+            outcome, code = "cancelled", grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._metrics.requests.labels(SUBSCRIBE, outcome).inc()
+            self._subscribe_duration.observe(time.perf_counter() - started)
+            if transport is not GRPC:
+                self._metrics.grpc_web_requests.labels(SUBSCRIBE, outcome).inc()
+            if outcome != "ok" or self._access.wants(accepted=True):
+                self._log_call(SUBSCRIBE, request, peer, transport, outcome, code, started)
 
     def _result_counter(self, result_code: str) -> Counter:
         """The backend-result counter child; past ``_MAX_RESULT_CODES`` codes, new ones count as "other".

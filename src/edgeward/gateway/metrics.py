@@ -48,6 +48,12 @@ class GatewayMetrics:
             ("rpc", "outcome"),
             registry=self.registry,
         )
+        self.grpc_web_requests = Counter(  # a subset of edgeward_requests: operators tell the transports apart
+            "edgeward_grpc_web_requests",
+            "Of edgeward_requests, those that came over gRPC-Web (docs/grpc-web.md), by RPC and outcome.",
+            ("rpc", "outcome"),
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "edgeward_request_duration_seconds",
             "Time from request bytes to response bytes, rejections included.",

@@ -1,24 +1,26 @@
 """Assembles a gateway from its settings and runs it: start and stop ordering live here.
 
-Start: backend client, replay store, the listeners (gRPC, public HTTP, admin), then the backend
+Start: backend client, replay store, the listeners (gRPC, public HTTP, gRPC-Web when
+``grpc_web_addr`` is set, admin), then the backend
 push dispatcher and, with the Redis session source, its events consumer (docs/sessions.md).
 Each HTTP listener's connections pass a ``ConnectionGuard`` (timeouts, caps; the public
 listener's total cap also leaves ``fd_reserve`` descriptors of the soft RLIMIT_NOFILE to
 gRPC and the clients). A listener that cannot bind raises ``ListenError``.
 The gRPC port also serves ``grpc.health.v1``, kept in step with readiness by ``GatewayHealth``
 (docs/operations.md), and, with ``grpc_reflection``, server reflection.
-With a certificate (``gateway/tls.py``) the gRPC and public listeners serve TLS only; SIGHUP to
+With a certificate (``gateway/tls.py``) the gRPC, public and gRPC-Web listeners serve TLS only; SIGHUP to
 ``run_gateway`` re-reads it for new connections, and ``backend_ssl_context`` verifies an https backend.
 Stop (docs/push.md): readiness goes false (health NOT_SERVING at once) and new calls get
 ``shutting_down``; the push hub closes, so every open stream ends with ``shutting_down`` rather
 than holding the grace period;
 the gRPC server stops with a grace period for calls in flight, and shortly before the grace ends
-every command still running is answered ``shutting_down`` (it may have reached the backend); then
-the HTTP listeners; then the clients: push dispatcher, session events consumer, session cache,
-Redis session source, backend client and replay store, so nothing in flight loses its
-dependencies (invalidations keep arriving while commands finish).
-Under ``edgeward serve --workers N`` (docs/workers.md) the gRPC and public listeners share their
-ports (``reuse_port``), and a worker retired by a rolling restart stops with ``rolling=True``:
+every command still running is answered ``shutting_down`` (it may have reached the backend);
+gRPC-Web commands get the same grace and cut, gRPC-Web streams end with the hub; then the HTTP
+listeners; then the clients: push dispatcher, session events consumer, session cache, Redis session
+source, backend client and replay store, so nothing in flight loses its dependencies
+(invalidations keep arriving while commands finish).
+Under ``edgeward serve --workers N`` (docs/workers.md) the gRPC, public and gRPC-Web listeners share
+their ports (``reuse_port``), and a worker retired by a rolling restart stops with ``rolling=True``:
 it serves the calls that still arrive instead of refusing them, while GOAWAY moves its clients.
 """
 
@@ -43,6 +45,7 @@ from edgeward.gateway.backend import BackendClient
 from edgeward.gateway.edge_protection import EdgeProtection
 from edgeward.gateway.event_history import EventHistory
 from edgeward.gateway.grpc_service import SERVICE_NAME, GatewayService
+from edgeward.gateway.grpc_web import make_grpc_web_app
 from edgeward.gateway.health import HEALTH_SERVICE_NAME, GatewayHealth
 from edgeward.gateway.metrics import GatewayMetrics
 from edgeward.gateway.pipeline import CommandExecutor, RequestVerifier, SubscriptionOpener
@@ -106,21 +109,26 @@ def _grpc_options(settings: GatewaySettings, reuse_port: bool = False) -> list[t
     return options
 
 
-def _http_guards(settings: GatewaySettings) -> tuple[ConnectionGuard, ConnectionGuard]:
-    """The public and admin listeners' guards; their caps together leave ``fd_reserve`` descriptors free."""
+def _http_guards(settings: GatewaySettings) -> tuple[ConnectionGuard, ConnectionGuard, ConnectionGuard]:
+    """The public, gRPC-Web and admin listeners' guards; their caps together leave ``fd_reserve`` descriptors free.
+
+    The two browser-facing listeners take the public limits each; with gRPC-Web on they share the
+    descriptors left after the admin cap, half each.
+    """
     soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     headroom = max(1, soft_limit - settings.fd_reserve) if soft_limit != resource.RLIM_INFINITY else 1 << 30
     admin_cap = min(settings.admin_max_connections, max(1, headroom // 8))
+    browser_room = (headroom - admin_cap) // 2 if settings.grpc_web_addr is not None else headroom - admin_cap
     header_s, idle_s = settings.http_header_timeout_ms / 1000, settings.http_idle_timeout_ms / 1000
     public = ConnectionLimits(
         header_s, idle_s,
-        max_connections=max(1, min(settings.public_max_connections, headroom - admin_cap)),
+        max_connections=max(1, min(settings.public_max_connections, browser_room)),
         max_per_ip=settings.public_max_connections_per_ip,
         trusted_proxies=settings.trusted_proxies,
         ipv6_prefix=settings.limit_ipv6_prefix,
     )
     admin = ConnectionLimits(header_s, idle_s, max_connections=admin_cap)
-    return ConnectionGuard(public), ConnectionGuard(admin)
+    return ConnectionGuard(public), ConnectionGuard(public), ConnectionGuard(admin)
 
 
 def _signer_from(settings: GatewaySettings) -> Signer:
@@ -251,8 +259,11 @@ class Gateway:
         self.session_events = _session_events(settings, self.sessions, self.hub)
         if self.session_source is not None and self.session_events is not None:
             self.metrics.watch_redis_sessions(self.session_source, self.session_events)
-        self.public_guard, self.admin_guard = _http_guards(settings)
-        self.metrics.watch_connections({"public": self.public_guard, "admin": self.admin_guard})
+        self.public_guard, self.grpc_web_guard, self.admin_guard = _http_guards(settings)
+        guards = {"public": self.public_guard, "admin": self.admin_guard}
+        if settings.grpc_web_addr is not None:
+            guards["grpc_web"] = self.grpc_web_guard
+        self.metrics.watch_connections(guards)
         self.access_log = AccessLog(settings.access_log, settings.access_log_sample)  # docs/logging.md
         self.service = GatewayService(
             CommandExecutor(verifier, self.routes, self.backend, self.signer, self.metrics.backend_timers(self.routes)),
@@ -270,6 +281,7 @@ class Gateway:
         self._runners: list[web.AppRunner] = []
         self.grpc_port = 0
         self.public_http_port = 0
+        self.grpc_web_port = 0  # 0 also when there is no gRPC-Web listener (grpc_web_addr unset)
         self.admin_http_port = 0
 
     async def start(self) -> None:
@@ -309,11 +321,24 @@ class Gateway:
             refused=self.protection.public_refused,
             body_timeout_s=self.settings.http_body_timeout_ms / 1000,
             access_log=self.access_log,
+            cors=self.settings.cors_origins,
         )
         self.public_http_port = await self._serve_http(
             "public HTTP", public, self.settings.public_http_addr, self.public_guard, reuse_port=self.reuse_port,
             ssl_context=self.tls.http_context if self.tls is not None else None,
         )
+        if self.settings.grpc_web_addr is not None:  # docs/grpc-web.md
+            grpc_web = make_grpc_web_app(
+                self.service,
+                max_message_bytes=self.settings.max_payload_bytes + _ENVELOPE_OVERHEAD_BYTES,
+                body_timeout_s=self.settings.http_body_timeout_ms / 1000,
+                trusted_proxies=self.protection.trusted_proxies,
+                cors=self.settings.cors_origins,
+            )
+            self.grpc_web_port = await self._serve_http(
+                "gRPC-Web", grpc_web, self.settings.grpc_web_addr, self.grpc_web_guard, reuse_port=self.reuse_port,
+                ssl_context=self.tls.http_context if self.tls is not None else None, handler_cancellation=True,
+            )
         admin = make_admin_app(self.metrics, self._readiness, self._report)
         self.admin_http_port = await self._serve_http(
             "admin HTTP", admin, self.settings.admin_http_addr, self.admin_guard,
@@ -323,10 +348,12 @@ class Gateway:
         if self.session_events is not None:
             self.session_events.start()
         await self.health.start()
+        web_addr = self.settings.grpc_web_addr
         log.info(
-            "gateway listening: grpc %s:%d, public http %s:%d, admin http %s:%d; replay store %s",
+            "gateway listening: grpc %s:%d, public http %s:%d, %sadmin http %s:%d; replay store %s",
             self.settings.grpc_addr.host, self.grpc_port,
             self.settings.public_http_addr.host, self.public_http_port,
+            f"grpc-web {web_addr.host}:{self.grpc_web_port}, " if web_addr is not None else "",
             self.settings.admin_http_addr.host, self.admin_http_port,
             ("redis, with the budgets in one round trip" if self.one_round_trip else "redis")
             if self.settings.redis_url
@@ -355,14 +382,18 @@ class Gateway:
         if ended:
             log.info("ended %d open streams with shutting_down", ended)
         if self._grpc is not None:
-            cut = asyncio.get_running_loop().call_later(
-                max(0.0, grace_s - min(_CUT_BEFORE_GRACE_END_S, grace_s / 2)), self.service.cut_in_flight
-            )
+            loop = asyncio.get_running_loop()
+            cut_at = loop.time() + max(0.0, grace_s - min(_CUT_BEFORE_GRACE_END_S, grace_s / 2))
+            cut = loop.call_at(cut_at, self.service.cut_in_flight)
             try:
                 await self._grpc.stop(grace_s)
             finally:
                 cut.cancel()
             self._grpc = None
+            # gRPC-Web commands do not end with the gRPC server, which may stop at once: they get
+            # the same grace, then those still running are answered shutting_down.
+            await self.service.wait_in_flight(cut_at - loop.time())
+            self.service.cut_in_flight()
         await self.service.close_commands()  # before the backend and the replay store close
         for runner in reversed(self._runners):
             await runner.cleanup()
@@ -383,11 +414,19 @@ class Gateway:
 
     async def _serve_http(
         self, listener: str, app: web.Application, addr: Address, guard: ConnectionGuard, *, reuse_port: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, handler_cancellation: bool = False,
     ) -> int:
+        """Serve ``app`` on ``addr`` behind ``guard``; the bound port.
+
+        ``handler_cancellation``: a client that disconnects cancels its handler (gRPC-Web: a stream
+        must end when its client leaves, not at its next event).
+        """
         app.middlewares.append(guard.middleware)
         idle_s = self.settings.http_idle_timeout_ms / 1000
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=idle_s)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=idle_s,
+            handler_cancellation=handler_cancellation,
+        )
         await runner.setup()
         self._runners.append(runner)
         site = GuardedSite(runner, addr.host, addr.port, guard, reuse_port=reuse_port, ssl_context=ssl_context)

@@ -23,6 +23,7 @@ from edgeward.config import (
 from edgeward.protection.budgets import Limit, parse_limit
 from edgeward.protection.client_address import TrustedProxies
 from edgeward.protection.limiter import parse_failure_mode
+from edgeward.public.cors import CorsOrigins
 from edgeward.runtime import parse_log_format
 
 __all__ = ("GatewaySettings",)
@@ -55,6 +56,13 @@ class GatewaySettings:
     )
     admin_http_addr: Address = setting(
         Address("127.0.0.1", 9090), Address.parse, "admin listener: /healthz, /readyz, /metrics"
+    )
+    grpc_web_addr: Address | None = setting(
+        None, Address.parse, "gRPC-Web listener for browsers (HOST:PORT; docs/grpc-web.md); unset: none"
+    )
+    cors_origins: CorsOrigins = setting(
+        CorsOrigins(), CorsOrigins.parse,
+        "origins whose browser pages may call the public and gRPC-Web listeners: comma-separated, or *; none",
     )
     backend_base_url: str = setting("http://127.0.0.1:8700", parse_url, "backend REST base URL")
     backend_push_addr: Address = setting(

@@ -17,6 +17,9 @@ object on 2xx, a stable error on 4xx); anything else, or no answer, becomes
 ``backend_unavailable`` (503) or ``backend_timeout`` (504), so a client only ever sees
 ``{"error": {"code", "message"}}`` errors from this listener.
 
+With ``EDGEWARD_CORS_ORIGINS`` set, browser pages of those origins may call the routes
+(``edgeward.public.cors``): a preflight from another origin is answered 403 ``origin_not_allowed``.
+
 Every request gets an ``edgeward.access`` line (docs/logging.md) from the outermost middleware:
 the path (never the query or the body: the body carries e-mail addresses and login codes), the
 peer, the status, the error code of a refusal, and the trace id of a ``traceparent`` header.
@@ -37,15 +40,17 @@ from aiohttp.typedefs import Handler, Middleware
 
 from edgeward.protection.client_address import TrustedProxies, client_address
 from edgeward.public.checks import PUBLIC_ROUTES, PublicError, PublicRoute, check_body
+from edgeward.public.cors import CorsOrigins, CorsPolicy
 from edgeward.public.limits import PublicLimits
 from edgeward.reasons import Reason, Rejection, stable_error_code
 from edgeward.runtime import AccessLog
 
-__all__ = ("PUBLIC_ROUTES", "PublicBackend", "PublicRoute", "make_public_app")
+__all__ = ("PUBLIC_ROUTES", "BodyTooLarge", "PublicBackend", "PublicRoute", "make_public_app", "read_body")
 
 log = logging.getLogger(__name__)
 _LOGGED_PATH_CHARS = 128  # a client picks the path of a 404: its line stays short
 _CLIENT_GONE = 499  # the status an access line shows when the client left first (nginx's convention)
+_CORS_ALLOW_HEADERS = "content-type, traceparent"  # what a login page sends: JSON, and maybe its trace
 
 
 class PublicBackend(Protocol):
@@ -97,6 +102,10 @@ async def _json_routing_errors(request: web.Request, handler: Handler) -> web.St
         if "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
+
+
+def _cors_refused() -> web.Response:
+    return _error(403, "origin_not_allowed", "this origin may not call the public auth API")
 
 
 def _outcome(status: int, body: bytes | None) -> str:
@@ -151,23 +160,36 @@ def _access_middleware(access: AccessLog) -> Middleware:
     return log_access
 
 
-async def _read_bounded(request: web.Request, limit: int, timeout_s: float) -> bytes:
-    """The body; ``PublicError`` 413 when it is over ``limit`` (nothing past the chunk that crossed
-    it is read), 408 when it has not all arrived within ``timeout_s``."""
-    too_large = PublicError(413, "request_too_large", f"the body is over {limit} bytes", close=True)
+class BodyTooLarge(Exception):
+    """A request body over its listener's limit (``read_body`` read no more than the chunk that crossed it)."""
+
+
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body, at most ``limit`` bytes, all within ``timeout_s``; else ``BodyTooLarge`` or ``TimeoutError``.
+
+    Shared by the browser-facing listeners (this one and gRPC-Web): a declared length over the
+    limit is refused before a byte is read, and nothing past the chunk that crossed it is read.
+    """
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise BodyTooLarge
     body = bytearray()
+    async with asyncio.timeout(timeout_s):
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge
+    return bytes(body)
+
+
+async def _read_bounded(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body; ``PublicError`` 413 when it is over ``limit``, 408 when it has not all arrived within ``timeout_s``."""
     try:
-        async with asyncio.timeout(timeout_s):
-            while chunk := await request.content.readany():
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
+        return await read_body(request, limit, timeout_s)
+    except BodyTooLarge:
+        raise PublicError(413, "request_too_large", f"the body is over {limit} bytes", close=True) from None
     except TimeoutError:
         message = f"the body did not arrive within {timeout_s:g} s"
         raise PublicError(408, "request_timeout", message, close=True) from None
-    return bytes(body)
 
 
 def _pass_through(status: int, body: bytes) -> bool:
@@ -191,12 +213,14 @@ def make_public_app(
     refused: Counter[str] | None = None,
     body_timeout_s: float = 10.0,
     access_log: AccessLog | None = None,
+    cors: CorsOrigins | None = None,
 ) -> web.Application:
     """The public listener's application; ``backend`` must be started by the caller.
 
     Without ``limits`` nothing is rate limited; without ``trusted_proxies`` the client address
     is always the peer. ``refused`` counts the gateway's own refusals by error code (metrics).
-    ``access_log`` defaults to one line per request, none sampled out.
+    ``access_log`` defaults to one line per request, none sampled out. ``cors``: the origins whose
+    browser pages may call the routes (``edgeward.public.cors``); none by default.
     """
     public_limits = limits or PublicLimits()
     trusted = trusted_proxies or TrustedProxies()
@@ -233,7 +257,13 @@ def make_public_app(
         return handle
 
     middlewares = [_access_middleware(access_log or AccessLog()), _json_routing_errors]
+    policy = None
+    if cors:
+        policy = CorsPolicy(cors, allow_headers=_CORS_ALLOW_HEADERS, refused=_cors_refused)
+        middlewares.insert(1, policy.preflight)  # logged like any request, answered before routing's 405
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
+    if policy is not None:
+        policy.install(app)
     for route in PUBLIC_ROUTES:
         app.router.add_post(route.path, proxy(route))
     return app

@@ -39,6 +39,8 @@ def worker_count(settings: GatewaySettings) -> int:
             "unset it, or run EDGEWARD_WORKERS=1"
         )
     shared = {"EDGEWARD_GRPC_ADDR": settings.grpc_addr, "EDGEWARD_PUBLIC_HTTP_ADDR": settings.public_http_addr}
+    if settings.grpc_web_addr is not None:
+        shared["EDGEWARD_GRPC_WEB_ADDR"] = settings.grpc_web_addr
     for name, addr in shared.items():
         if addr.port == 0:
             raise Refused(f"{count} workers share their ports: {name} needs a fixed port, not 0")
