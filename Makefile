@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the project needs: redis-server (replay store, tests), libsodium-dev (native crypto).
-SYSTEM_PACKAGES := redis-server libsodium-dev pkg-config
+# Debian packages the project needs: redis-server (replay store, tests), libsodium-dev (native crypto),
+# chromium (the headless browser test of examples/web, tests/integration/test_browser.py).
+SYSTEM_PACKAGES := redis-server libsodium-dev pkg-config chromium
 
 .PHONY: all install deps run test bench loadtest fuzz lint proto clean
 
@@ -15,6 +16,7 @@ deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	pkg-config --exists libsodium 2>/dev/null || missing="$$missing libsodium-dev"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing Debian packages:$$missing"; \
