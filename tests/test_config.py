@@ -151,3 +151,16 @@ def test_grpc_web_and_cors_settings() -> None:
         assert "EDGEWARD_CORS_ORIGINS" in info.value.errors[0], bad
     with pytest.raises(ConfigError):
         load(GatewaySettings, {"EDGEWARD_GRPC_WEB_ADDR": "8082"})
+
+
+def test_the_pending_calls_limit_reaches_grpc_with_its_hard_limit() -> None:
+    from edgeward.gateway.server import _grpc_options  # the one place settings become gRPC's options
+
+    settings = load(GatewaySettings, {"EDGEWARD_GRPC_MAX_PENDING_CALLS": "250"})
+    options = dict(_grpc_options(settings))
+    assert options["grpc.server.max_pending_requests"] == 250
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 750
+    defaults = dict(_grpc_options(GatewaySettings()))  # gRPC's own defaults, made explicit
+    assert (defaults["grpc.server.max_pending_requests"], defaults["grpc.server.max_pending_requests_hard_limit"]) == (
+        1000, 3000
+    )

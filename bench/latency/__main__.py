@@ -81,6 +81,10 @@ def main() -> int:
         "--echo-legs", action="store_true",
         help="the echo also makes the gateway's Redis and backend calls (not the budget's baseline)",
     )
+    parser.add_argument(
+        "--max-pending-calls", type=int, default=100_000,
+        help="the gateway's EDGEWARD_GRPC_MAX_PENDING_CALLS (its default, 1000, sheds calls near saturation)",
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latency.json"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "latency.png"))
     args = parser.parse_args()
@@ -97,6 +101,9 @@ def main() -> int:
         # connection the gateway refuses the excess (RST_STREAM REFUSED_STREAM, UNAVAILABLE), which
         # the echo server (no cap) never does. Latency is measured here, not the cap.
         "EDGEWARD_GRPC_MAX_CONCURRENT_STREAMS": "100000",
+        # Likewise gRPC core sheds calls the loop has not taken yet (CANCELLED, docs/operations.md
+        # "Overload"): at its default of 1,000 that hid the queue's latency near saturation as failures.
+        "EDGEWARD_GRPC_MAX_PENDING_CALLS": str(args.max_pending_calls),
     }
     try:
         stub.start()

@@ -25,6 +25,7 @@ class Server(NamedTuple):
     target: str
     pid: int
     loadgen_args: list[str]
+    admin_url: str = ""  # the gateway's admin listener (/metrics); none for the echo
 
 
 @contextlib.contextmanager
@@ -49,6 +50,7 @@ def gateway(env: dict[str, str]) -> Iterator[Server]:
                 "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"],
                 "--gateway-public-key", Signer(GATEWAY_SEED).public_key.hex(),
             ],
+            f"http://127.0.0.1:{ports['admin']}",
         )
     finally:
         stop(proc)

@@ -99,6 +99,11 @@ def _grpc_options(settings: GatewaySettings, reuse_port: bool = False) -> list[t
         # Connection limits: calls per connection, and connections that idle or live too long
         # get GOAWAY (a client reconnects, so load spreads again across gateways).
         ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        # Overload: calls the event loop has not taken yet wait in gRPC core, which sheds new ones
+        # at random past this many (CANCELLED, before the gateway sees them) and all past 3x.
+        # These are gRPC's own defaults (1000, 3000), made explicit and settable.
+        ("grpc.server.max_pending_requests", settings.grpc_max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", 3 * settings.grpc_max_pending_calls),
         ("grpc.max_connection_idle_ms", settings.grpc_max_connection_idle_ms),
     ]
     if settings.grpc_max_connection_age_ms:  # gRPC reads 0 as "at once": leave the option out for "never"

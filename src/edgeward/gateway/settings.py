@@ -175,6 +175,11 @@ class GatewaySettings:
     grpc_max_concurrent_streams: int = setting(
         100, int_in(1, 1_000_000), "concurrent calls per gRPC connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)"
     )
+    grpc_max_pending_calls: int = setting(
+        1_000, int_in(1, 1_000_000),
+        "calls gRPC queues before the gateway takes them; past it gRPC sheds new ones at random (CANCELLED), "
+        "all past 3x (docs/operations.md, overload)",
+    )
     grpc_max_connection_idle_ms: int = setting(
         300_000, int_in(1_000, 86_400_000), "a gRPC connection with no call open this long gets GOAWAY"
     )
