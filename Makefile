@@ -62,7 +62,7 @@ loadtest: install
 # Coverage-guided fuzzing (docs/fuzzing.md): each target for FUZZ_SECONDS on a corpus that grows
 # in build/fuzz/corpus/; findings go to build/fuzz/artifacts/. Every target runs; any finding fails.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= envelope envelope_wire public resp http11
+FUZZ_TARGETS ?= envelope envelope_wire public resp http11 grpc_web
 fuzz: install
 	$(BIN)/python tests/fuzz/seeds.py build/fuzz/corpus
 	@mkdir -p build/fuzz/artifacts; status=0; \

@@ -3,19 +3,21 @@
 Each target gets the checked-in cases of its oracle (``tests/fuzz/corpus/<oracle>/``, a handful
 of small files, the reproducers of past findings among them), and the envelope targets also every
 signed request of the test vectors (``tests/vectors/signing.json``), encoded as both request kinds
-under a 1 KiB payload limit. Existing files are kept: a corpus grown by
-earlier ``make fuzz`` runs goes on growing.
+under a 1 KiB payload limit. The gRPC-Web target gets those requests as request bodies: framed
+(``unframe``), framed and base64-encoded (``decode_text``), and the text body cut in two padded
+chunks. Existing files are kept: a corpus grown by earlier ``make fuzz`` runs goes on growing.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("envelope", "envelope_wire", "public", "resp", "http11")
+TARGETS = ("envelope", "envelope_wire", "public", "resp", "http11", "grpc_web")
 # The oracle of each target, which names its checked-in corpus: the wire target is the envelope
 # oracle on protobuf's pure-Python backend (fuzz_envelope_wire.py).
 ORACLES = {target: target.removesuffix("_wire") for target in TARGETS}
@@ -40,6 +42,20 @@ def vector_requests() -> list[bytes]:
     return inputs
 
 
+def grpc_web_bodies() -> list[bytes]:
+    """gRPC-Web inputs (``oracle_grpc_web``): each vector request's wire bytes as a binary body
+    (mode 0), as a text body (mode 1), and as a text body of two padded chunks split after the
+    frame header (mode 1)."""
+    bodies = []
+    for data in vector_requests()[::2]:  # the ExecuteCommand ones: the message is the same kind of bytes
+        message = data[1:]
+        framed = b"\x00" + len(message).to_bytes(4, "big") + message
+        text = base64.b64encode(framed)
+        chunked = base64.b64encode(framed[:5]) + base64.b64encode(framed[5:])
+        bodies += [b"\x00" + framed, b"\x01" + text, b"\x01" + chunked]
+    return bodies
+
+
 def write(out: Path) -> None:
     for target in TARGETS:
         directory = out / target
@@ -48,6 +64,9 @@ def write(out: Path) -> None:
             shutil.copyfile(case, directory / case.name)
         if ORACLES[target] == "envelope":
             for number, data in enumerate(vector_requests()):
+                (directory / f"vector-{number:02d}").write_bytes(data)
+        if ORACLES[target] == "grpc_web":
+            for number, data in enumerate(grpc_web_bodies()):
                 (directory / f"vector-{number:02d}").write_bytes(data)
 
 

@@ -136,3 +136,61 @@ def test_email_key_may_end_in_a_dot_before_the_tag() -> None:
 
     assert normalize_email("R.+X@R.G") == normalize_email("r.+y@r.g") == "r.@r.g"
     oracle_public.check(b'\x00{"email":"r.+@r.g"}')
+
+
+# -- gRPC-Web -----------------------------------------------------------------------------
+
+
+def test_trailer_frame_cannot_carry_a_forged_status() -> None:
+    """A CR/LF in a message or a metadata value went into the trailer block as it was: the
+    message ``permission_denied\\r\\ngrpc-status: 0`` wrote a second ``grpc-status`` line, and a
+    reader that keeps the last value of a name (tests/support/grpc_web_client.py does) saw OK.
+    The message is now percent-encoded as gRPC's grpc-message is; a metadata name or text value
+    that is not a header's is a ValueError, in ``status_headers`` and in ``trailer_frame``."""
+    from edgeward.gateway import grpc_web_framing as framing
+    from tests.fuzz import oracle_grpc_web
+
+    headers = framing.status_headers(7, "permission_denied\r\ngrpc-status: 0")
+    assert headers == [("grpc-status", "7"), ("grpc-message", "permission_denied%0D%0Agrpc-status: 0")]
+    block = framing.trailer_frame(headers)
+    assert [line.split(b":")[0] for line in block[5:].split(b"\r\n")] == [b"grpc-status", b"grpc-message", b""]
+    assert oracle_grpc_web.parse_trailer_frame(block)[0] == ("grpc-status", "7")
+    forged = [("edgeward-replayed", "1\r\ngrpc-status: 0"), ("x\r\ngrpc-status", "0"), ("grpc-status", "0")]
+    for pair in forged:
+        with pytest.raises(ValueError):
+            framing.status_headers(7, "permission_denied", [pair])
+    with pytest.raises(ValueError):
+        framing.trailer_frame([("grpc-status", "7"), ("grpc-message", "x\ngrpc-status: 0")])
+    oracle_grpc_web.check((HERE / "corpus" / "grpc_web" / "finding-trailer-injection").read_bytes())
+
+
+def test_non_ascii_message_is_percent_encoded() -> None:
+    """``trailer_frame`` encoded the block as ASCII: a message such as ``café`` raised
+    UnicodeEncodeError, and the trailers-only path would have sent it as raw UTF-8 in a header.
+    gRPC's percent-encoding of UTF-8 carries any text; the gateway's reason codes are unchanged."""
+    from edgeward.gateway import grpc_web_framing as framing
+    from tests.fuzz import oracle_grpc_web
+
+    assert framing.status_headers(3, "café 100%")[1] == ("grpc-message", "caf%C3%A9 100%25")
+    assert framing.status_headers(3, " x ")[1] == ("grpc-message", "%20x%20")  # a reader strips edge spaces
+    assert framing.status_headers(4, "Deadline Exceeded")[1] == ("grpc-message", "Deadline Exceeded")
+    assert framing.status_headers(3, "invalid_envelope")[1] == ("grpc-message", "invalid_envelope")
+    with pytest.raises(ValueError):
+        framing.status_headers(3, "\udc80")  # not UTF-8 text
+    assert oracle_grpc_web.percent_decode("caf%C3%A9 100%25") == "café 100%"
+    oracle_grpc_web.check((HERE / "corpus" / "grpc_web" / "finding-non-ascii-message").read_bytes())
+
+
+@pytest.mark.parametrize("text", [b"AAAA=", b"AAAA==", b"AAAA====", b"AAAABAAB=", b"QQ==AAAA=QUJD", b"AAAA===QQ=="])
+def test_text_body_padding_after_a_whole_quantum_is_refused(text: bytes) -> None:
+    """CPython's ``a2b_base64(strict_mode=True)`` takes ``=`` after a whole quantum and ignores
+    it, so ``decode_text`` accepted a body that is not whole quanta (``AAAABAAB=``), against its
+    rule and docs/grpc-web.md. A chunk's length and its padding run are now checked first."""
+    from edgeward.gateway import grpc_web_framing as framing
+    from tests.fuzz import oracle_grpc_web
+
+    assert oracle_grpc_web.reference_decode_text(text) is None
+    with pytest.raises(framing.FramingError):
+        framing.decode_text(text)
+    assert framing.decode_text(b"QQ==AAAAQUI=") == b"A\x00\x00\x00AB"  # padded chunks still decode
+    oracle_grpc_web.check(b"\x01" + text)

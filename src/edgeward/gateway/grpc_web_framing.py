@@ -38,6 +38,13 @@ _COMPRESSED = 0x01
 _TRAILER = 0x80
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")  # gRPC over HTTP/2: at most 8 digits and a unit
 _TIMEOUT_UNIT_S = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_HEADER_NAME = re.compile(r"[0-9a-z_.-]+")  # gRPC's Header-Name
+# A header value: printable ASCII, no space at either end (a reader strips it). No CR or LF: a
+# value that could end its line would write header lines of its own (a forged grpc-status).
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
+# A grpc-message sent as it is: what gRPC's percent-encoding leaves alone (no "%"), no edge space.
+_PLAIN_MESSAGE = re.compile(r"(?:[\x21-\x24\x26-\x7e](?:[\x20-\x24\x26-\x7e]*[\x21-\x24\x26-\x7e])?)?")
+_STATUS_NAMES = frozenset({"grpc-status", "grpc-message"})
 
 
 class FramingError(ValueError):
@@ -68,20 +75,57 @@ def status_headers(
 ) -> list[tuple[str, str]]:
     """The status as header pairs: ``grpc-status``, ``grpc-message``, then ``metadata``.
 
-    ``message`` is a reason code of docs/protocol.md (``[a-z_]``), which needs no percent-encoding.
-    A ``-bin`` value is standard base64 with padding, which browsers' ``atob`` reads as is (gRPC
-    readers accept it padded or not).
+    ``message`` is percent-encoded as gRPC's ``grpc-message`` is (UTF-8; bytes outside printable
+    ASCII, ``%`` and a space at either end as ``%XX``), so no text can break out of its header
+    line. The gateway's messages, reason codes of docs/protocol.md (``[a-z_]``) and gRPC's own
+    texts, need no encoding and are sent as they are. A ``-bin`` value is standard base64 with
+    padding, which browsers' ``atob`` reads as is (gRPC readers accept it padded or not).
+    ``ValueError`` for a message that is not UTF-8 text (a lone surrogate), a metadata name that
+    is not gRPC's (``[0-9a-z_.-]+``) or is ``grpc-status``/``grpc-message``, and a text value that
+    is not printable ASCII without edge spaces.
     """
-    pairs = [("grpc-status", str(code)), ("grpc-message", message)]
+    pairs = [("grpc-status", str(code)), ("grpc-message", _percent_encode(message))]
     for name, value in metadata:
-        pairs.append((name, base64.b64encode(value).decode() if isinstance(value, bytes) else value))
+        text = base64.b64encode(value).decode() if isinstance(value, bytes) else value
+        _check_header(name, text)
+        if name in _STATUS_NAMES:
+            raise ValueError(f"{name} is the status, not metadata")
+        pairs.append((name, text))
     return pairs
 
 
 def trailer_frame(headers: Iterable[tuple[str, str]]) -> bytes:
-    """The trailer frame of ``headers`` (``status_headers``): ``name: value\\r\\n`` lines."""
-    block = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    """The trailer frame of ``headers`` (``status_headers``): ``name: value\\r\\n`` lines.
+
+    ``ValueError`` for a name or value that is not a header's (``status_headers`` says which).
+    """
+    lines = []
+    for name, value in headers:
+        _check_header(name, value)
+        lines.append(f"{name}: {value}\r\n")
+    block = "".join(lines).encode("ascii")
     return bytes((_TRAILER,)) + len(block).to_bytes(4, "big") + block
+
+
+def _check_header(name: str, value: str) -> None:
+    if _HEADER_NAME.fullmatch(name) is None:
+        raise ValueError(f"not a gRPC header name: {name!r}")
+    if _HEADER_VALUE.fullmatch(value) is None:
+        raise ValueError(f"not a header value (printable ASCII, no edge space) of {name}: {value!r}")
+
+
+def _percent_encode(message: str) -> str:
+    if _PLAIN_MESSAGE.fullmatch(message) is not None:
+        return message
+    try:
+        raw = message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("grpc-message is not UTF-8 text (a lone surrogate)") from None
+    last = len(raw) - 1
+    return "".join(
+        chr(byte) if (0x20 < byte < 0x7F and byte != 0x25) or (byte == 0x20 and 0 < at < last) else f"%{byte:02X}"
+        for at, byte in enumerate(raw)
+    )
 
 
 def encode_text(chunk: bytes) -> bytes:
@@ -93,7 +137,9 @@ def decode_text(data: bytes) -> bytes:
     """A text-mode request body: base64, possibly several padded chunks one after the other.
 
     Each chunk ends at its padding; a chunk that is not whole quanta of four characters of the
-    standard alphabet is a ``FramingError``.
+    standard alphabet is a ``FramingError``. CPython's strict mode takes padding after a whole
+    quantum (``AAAA=``, ``AAAA====``) and ignores it, so a chunk's length and its run of padding
+    (at most two) are checked here first.
     """
     out = bytearray()
     start, end = 0, len(data)
@@ -102,8 +148,11 @@ def decode_text(data: bytes) -> bytes:
         stop = end if stop < 0 else stop + 1
         while stop < end and data[stop] == 0x3D:  # ord("=") == 0x3D: a second padding character
             stop += 1
+        chunk = data[start:stop]
+        if len(chunk) % 4 or chunk.endswith(b"==="):
+            raise FramingError("the text-mode body is not base64")
         try:
-            out += binascii.a2b_base64(data[start:stop], strict_mode=True)
+            out += binascii.a2b_base64(chunk, strict_mode=True)
         except binascii.Error:
             raise FramingError("the text-mode body is not base64") from None
         start = stop
