@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import orjson
 import pytest
 
 from edgeward._pb import gateway_pb2
@@ -33,7 +34,15 @@ from tests.integration.conftest import (
     rejected,
 )
 from tests.integration.streams import eventually, post_event, push_connected, revoke, user_id
-from tests.support.grpc_web_client import BINARY, TEXT, GrpcWebClient, WebStream, web_frame
+from tests.support.grpc_web_client import (
+    BINARY,
+    TEXT,
+    GrpcWebClient,
+    RawWebStream,
+    WebStream,
+    gateway_error,
+    web_frame,
+)
 from tests.support.hanging_backend import HangingBackend
 from tests.support.pki import make_pki
 
@@ -382,3 +391,83 @@ async def test_with_a_certificate_the_listener_serves_https_only(start_gateway: 
     async with aiohttp.ClientSession() as plain:
         with pytest.raises(aiohttp.ClientError):
             await GrpcWebClient(plain, f"http://127.0.0.1:{gateway.grpc_web_port}").unary(EXECUTE, b"x")
+
+
+async def _stall(gateway: Gateway, stub: StubBackend, http: aiohttp.ClientSession, content_type: str) -> RawWebStream:
+    """A stream whose client reads its first event, then stops reading while events keep coming,
+    until the hub ends it as slow_consumer; a second stream of the same user reads every event
+    (nobody else waits). At most 200 events of 32 KB are pushed: the stalled client's small TCP
+    window and the listener's bounded write buffer fill long before that."""
+    stalled_device, reader_device = [await login(gateway, stub, "ada@example.com") for _ in range(2)]
+    request = subscription(stalled_device)
+    stalled = await RawWebStream.open(gateway.grpc_web_port, SUBSCRIBE, request, content_type)
+    try:
+        assert stalled.status == 200 and stalled.headers["content-type"] == content_type
+        event = verify_event(gateway_pb2.GatewayEvent.FromString(await stalled.message()), GATEWAY_SIGNER.public_key)
+        assert event.event_type == "gateway.server_time"  # then it reads nothing more
+        reader_request = subscription(reader_device)
+        reader = await web(gateway, http, content_type).stream(SUBSCRIBE, reader_request)
+        try:
+            await opened(reader, reader_request)
+            await push_connected(gateway)
+            ada = await user_id(gateway, reader_device)
+            padding = "x" * 32_000
+            for n in range(200):
+                await post_event(stub, ada, {"n": n, "padding": padding})
+                assert gateway_pb2.GatewayEvent.FromString(await reader.message()).payload_bytes.startswith(
+                    b'{"n":%d,' % n
+                )
+                if gateway.hub.stats.streams_ended["slow_consumer"]:
+                    break
+            else:
+                raise AssertionError("the stalled stream was never ended")
+            await post_event(stub, ada, {"n": "after"})  # the reader goes on
+            assert gateway_pb2.GatewayEvent.FromString(await reader.message()).payload_bytes == b'{"n":"after"}'
+        finally:
+            reader.close()
+    except BaseException:
+        stalled.close()
+        raise
+    assert gateway.hub.stats.streams_ended["slow_consumer"] == 1
+    await eventually(lambda: len(gateway.hub) == 0, "both streams to be unregistered")  # the reader left
+    return stalled
+
+
+@pytest.mark.parametrize("content_type", [BINARY, TEXT])
+async def test_a_stalled_stream_ends_as_slow_consumer_for_a_client_that_reads_again(
+    start_gateway: GatewayFactory, stub: StubBackend, http: aiohttp.ClientSession, content_type: str
+) -> None:
+    gateway = await start_gateway(grpc_web_addr=LOOPBACK_ANY, stream_queue_size=2)
+    stalled = await _stall(gateway, stub, http, content_type)
+    try:
+        # It reads again (well within the listener's end-write timeout, 5 s): the events written
+        # before the end, in order, then the trailer frame with the hub's reason.
+        end = await stalled.read_to_end()
+        assert end.complete and not end.reset
+        trailers = end.trailers()
+        assert trailers is not None, "no trailer frame"
+        error = gateway_error(trailers)
+        assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "slow_consumer")
+        numbers = [orjson.loads(gateway_pb2.GatewayEvent.FromString(m).payload_bytes)["n"] for m in end.messages()]
+        assert numbers == list(range(len(numbers))) and numbers, numbers  # a prefix: nothing after the end
+        assert [flag for flag, _ in end.frames].count(0x80) == 1
+    finally:
+        stalled.close()
+    await eventually(lambda: gateway.grpc_web_guard.open == 0, "the connections to close")
+    assert len(gateway.hub) == 0 and gateway.hub.stats.streams_ended == {"slow_consumer": 1, "cancelled": 1}
+
+
+async def test_a_stalled_stream_whose_client_never_reads_again_has_its_connection_closed(
+    start_gateway: GatewayFactory, stub: StubBackend, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(grpc_web_addr=LOOPBACK_ANY, stream_queue_size=2)
+    stalled = await _stall(gateway, stub, http, BINARY)
+    try:
+        # The trailer frame cannot leave: after the end-write timeout (5 s) the gateway closes the
+        # connection rather than hold the handler. The wait is bounded (three times that), not timed.
+        await eventually(lambda: gateway.grpc_web_guard.open == 0, "the stalled connection to be closed", 15)
+        end = await stalled.read_to_end()  # what the kernel had buffered, then the end of the connection
+        assert not end.complete and end.trailers() is None  # cut inside the body: the client sees a broken stream
+    finally:
+        stalled.close()
+    assert len(gateway.hub) == 0 and gateway.hub.stats.streams_ended == {"slow_consumer": 1, "cancelled": 1}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import socket
 from collections.abc import Mapping
 
 import aiohttp
@@ -21,7 +22,9 @@ from multidict import CIMultiDictProxy
 
 from edgeward.client import GatewayError, error_from_status
 
-__all__ = ("BINARY", "TEXT", "WAIT_S", "GrpcWebClient", "WebAnswer", "WebStream", "web_frame")
+__all__ = (
+    "BINARY", "TEXT", "WAIT_S", "GrpcWebClient", "RawEnd", "RawWebStream", "WebAnswer", "WebStream", "web_frame",
+)
 
 BINARY = "application/grpc-web+proto"
 TEXT = "application/grpc-web-text"
@@ -188,3 +191,146 @@ class GrpcWebClient:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=WAIT_S),
         )
         return WebStream(resp, self.text)
+
+
+@dataclasses.dataclass
+class RawEnd:
+    """How a ``RawWebStream`` ended: its frames from where reading stopped, and how the body ended."""
+
+    frames: list[tuple[int, bytes]]
+    complete: bool  # the chunked body's last chunk arrived: the answer ended as HTTP says it should
+    reset: bool  # the connection was reset (ECONNRESET) rather than closed
+
+    def trailers(self) -> dict[str, str] | None:
+        """The trailer frame, if it arrived (it is the last frame)."""
+        if self.frames and self.frames[-1][0] == 0x80:
+            return _parse_trailers(self.frames[-1][1])
+        return None
+
+    def messages(self) -> list[bytes]:
+        return [payload for flag, payload in self.frames if flag == 0x00]
+
+
+class RawWebStream:
+    """A server-streaming call over a plain socket that reads only when asked, with a small receive buffer.
+
+    For a client that stops reading: nothing drains the socket behind the test's back (aiohttp and
+    asyncio's streams read ahead into buffers of their own), and the small ``SO_RCVBUF``, set before
+    connecting, keeps the TCP window small, so the gateway's writes block after a bounded amount.
+    HTTP/1.1 with a chunked answer, as the gateway writes a stream; every read is bounded (``WAIT_S``).
+    """
+
+    def __init__(self, sock: socket.socket, text: bool) -> None:
+        self._sock = sock
+        self._text = text
+        self._raw = b""  # received, not yet parsed (the head, then the chunked body)
+        self._pending = b""  # text-mode body not yet decoded (fewer than four characters)
+        self._data = b""  # body bytes not yet cut into frames
+        self._complete = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+
+    @classmethod
+    async def open(
+        cls, port: int, path: str, message: bytes, content_type: str = BINARY, receive_buffer: int = 4096
+    ) -> RawWebStream:
+        """POST ``message`` framed (and base64 in text mode) to ``127.0.0.1:port``; read the answer's head."""
+        text = content_type.startswith("application/grpc-web-text")
+        framed = web_frame(message)
+        body = base64.b64encode(framed) if text else framed
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        stream = cls(sock, text)
+        try:
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), WAIT_S)
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+                f"X-Grpc-Web: 1\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            await asyncio.wait_for(loop.sock_sendall(sock, head.encode("ascii") + body), WAIT_S)
+            await stream._read_head()
+        except BaseException:
+            sock.close()
+            raise
+        return stream
+
+    async def _recv(self) -> bytes:
+        """The next bytes; b"" at the end of the connection; raises ``ConnectionResetError`` on a reset."""
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self._sock, 1 << 16), WAIT_S)
+
+    async def _read_head(self) -> None:
+        while b"\r\n\r\n" not in self._raw:
+            chunk = await self._recv()
+            assert chunk, f"the connection closed before the answer's head: {self._raw!r}"
+            self._raw += chunk
+        head, self._raw = self._raw.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split()[1])
+        self.headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+        assert self.headers.get("transfer-encoding") == "chunked", self.headers
+
+    def _unchunk(self) -> None:
+        """Move the whole chunks received so far into the body (decoded in text mode)."""
+        while not self._complete and b"\r\n" in self._raw:
+            size_line, rest = self._raw.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            if len(rest) < size + 2:
+                return
+            assert rest[size : size + 2] == b"\r\n", "a chunk without its CRLF"
+            chunk, self._raw = rest[:size], rest[size + 2 :]
+            if size == 0:
+                self._complete = True
+                return
+            if not self._text:
+                self._data += chunk
+                continue
+            self._pending += chunk
+            whole = len(self._pending) // 4 * 4
+            quanta, self._pending = self._pending[:whole], self._pending[whole:]
+            self._data += b"".join(base64.b64decode(quanta[i : i + 4]) for i in range(0, whole, 4))
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        """The next whole frame of the body received so far, or None."""
+        if len(self._data) < 5 or len(self._data) < 5 + int.from_bytes(self._data[1:5], "big"):
+            return None
+        length = int.from_bytes(self._data[1:5], "big")
+        flag, payload = self._data[0], self._data[5 : 5 + length]
+        self._data = self._data[5 + length :]
+        return flag, payload
+
+    async def message(self) -> bytes:
+        """Read until the next frame, which must be a message; its payload."""
+        self._unchunk()  # the head's read may have brought chunks with it
+        while (got := self._frame()) is None:
+            assert not self._complete, "the body ended before the next message"
+            chunk = await self._recv()
+            assert chunk, "the connection closed before the next message"
+            self._raw += chunk
+            self._unchunk()
+        flag, payload = got
+        assert flag == 0x00, f"expected a message, got the trailer frame {_parse_trailers(payload)}"
+        return payload
+
+    async def read_to_end(self) -> RawEnd:
+        """Read until the body's last chunk, or the end of the connection; what arrived."""
+        reset = False
+        self._unchunk()
+        while not self._complete:
+            try:
+                chunk = await self._recv()
+            except ConnectionResetError:
+                reset = True
+                break
+            if not chunk:
+                break
+            self._raw += chunk
+            self._unchunk()
+        frames = []
+        while (got := self._frame()) is not None:
+            frames.append(got)
+        return RawEnd(frames, self._complete, reset)
+
+    def close(self) -> None:
+        self._sock.close()

@@ -173,7 +173,11 @@ class _GrpcWeb:
         resp.content_type = request.content_type
 
         async def write(event: bytes) -> None:
-            await resp.write(encode_text(frame(event)) if text else frame(event))
+            # Shielded: the hub ends a stalled stream by cancelling this task, and aiohttp waits for
+            # a slow client on one drain future per connection, awaited as it is: cancelled, every
+            # later write of the connection would fail at once, the trailer's bounded wait included,
+            # and aiohttp's close would then wait forever to flush. A task per event, gRPC-Web only.
+            await asyncio.shield(resp.write(encode_text(frame(event)) if text else frame(event)))
 
         try:
             await resp.prepare(request)

@@ -21,7 +21,8 @@ source, backend client and replay store, so nothing in flight loses its dependen
 (invalidations keep arriving while commands finish).
 Under ``edgeward serve --workers N`` (docs/workers.md) the gRPC, public and gRPC-Web listeners share
 their ports (``reuse_port``), and a worker retired by a rolling restart stops with ``rolling=True``:
-it serves the calls that still arrive instead of refusing them, while GOAWAY moves its clients.
+it serves the calls that still arrive instead of refusing them, while GOAWAY moves its clients, and
+its gRPC-Web listener closes with gRPC's (new connections go to the other workers).
 """
 
 from __future__ import annotations
@@ -284,6 +285,7 @@ class Gateway:
         )
         self._grpc: grpc.aio.Server | None = None
         self._runners: list[web.AppRunner] = []
+        self._grpc_web_runner: web.AppRunner | None = None  # closed with gRPC's listener when retiring
         self.grpc_port = 0
         self.public_http_port = 0
         self.grpc_web_port = 0  # 0 also when there is no gRPC-Web listener (grpc_web_addr unset)
@@ -344,6 +346,7 @@ class Gateway:
                 "gRPC-Web", grpc_web, self.settings.grpc_web_addr, self.grpc_web_guard, reuse_port=self.reuse_port,
                 ssl_context=self.tls.http_context if self.tls is not None else None, handler_cancellation=True,
             )
+            self._grpc_web_runner = self._runners[-1]
         admin = make_admin_app(self.metrics, self._readiness, self._report)
         self.admin_http_port = await self._serve_http(
             "admin HTTP", admin, self.settings.admin_http_addr, self.admin_guard,
@@ -375,7 +378,8 @@ class Gateway:
 
         ``rolling`` is a worker's retirement in a rolling restart (docs/workers.md): readiness goes
         false, but calls that still arrive are served rather than refused with ``shutting_down``;
-        the listeners close and gRPC's GOAWAY sends the clients to the other workers.
+        the listeners close (gRPC's and gRPC-Web's as the grace begins) and gRPC's GOAWAY sends the
+        clients to the other workers.
         Safe to call twice, and after a failed start.
         """
         grace_s = self.settings.shutdown_grace_ms / 1000 if grace is None else grace
@@ -386,6 +390,14 @@ class Gateway:
         ended = self.hub.close()  # before the graceful stop (§4): streams would hold the grace period
         if ended:
             log.info("ended %d open streams with shutting_down", ended)
+        web_closed: asyncio.Task[None] | None = None
+        if rolling and self._grpc_web_runner in self._runners:
+            # Retiring: the gRPC-Web listener closes with gRPC's, so new connections go to the other
+            # workers and idle keep-alive ones close; its calls in flight get the grace below. Open
+            # until the end, it would take calls that the cut then answers shutting_down.
+            assert self._grpc_web_runner is not None
+            self._runners.remove(self._grpc_web_runner)
+            web_closed = asyncio.create_task(self._grpc_web_runner.cleanup())
         if self._grpc is not None:
             loop = asyncio.get_running_loop()
             cut_at = loop.time() + max(0.0, grace_s - min(_CUT_BEFORE_GRACE_END_S, grace_s / 2))
@@ -399,6 +411,8 @@ class Gateway:
             # the same grace, then those still running are answered shutting_down.
             await self.service.wait_in_flight(cut_at - loop.time())
             self.service.cut_in_flight()
+        if web_closed is not None:
+            await web_closed  # its handlers are done: answered, or cut just above
         await self.service.close_commands()  # before the backend and the replay store close
         for runner in reversed(self._runners):
             await runner.cleanup()

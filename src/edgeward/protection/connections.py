@@ -193,7 +193,12 @@ class _GuardedProtocol(asyncio.Protocol):
         self._timer = None
         self._guard.timeouts[phase] += 1
         if self._transport is not None:
-            self._transport.close()
+            if self._transport.get_write_buffer_size():
+                # An answer the client has not read in all this time: close() would wait forever
+                # to flush it to a client that never reads, holding the connection and its slot.
+                self._transport.abort()
+            else:
+                self._transport.close()
 
 
 class GuardedSite(web.BaseSite):
