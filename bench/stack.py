@@ -19,6 +19,7 @@ from edgeward.devtools.processes import stop_all
 from edgeward.files import atomic_write
 
 __all__ = (
+    "BUDGETS_NEVER_REFUSE",
     "GATEWAY_SEED",
     "ROOT",
     "SERVER_CORE",
@@ -30,6 +31,11 @@ __all__ = (
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_SEED = bytes(range(32, 64))
+# The gateway settings every benchmark runs with: the command budgets stay on (their cost is
+# measured) but never refuse a request.
+BUDGETS_NEVER_REFUSE = {
+    f"EDGEWARD_BUDGET_{scope}": "1000000000:1000000000" for scope in ("IP", "SESSION", "USER", "MESSAGE_TYPE")
+}
 
 SERVER_CORE, _OTHER_CORES = ({0}, {1}) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
 

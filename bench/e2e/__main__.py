@@ -44,7 +44,16 @@ from bench.budgets import BUDGETS
 from bench.e2e.ablated_gateway import STAGES
 from bench.e2e.echo_server import Crypto
 from bench.spread import Spread
-from bench.stack import GATEWAY_SEED, ROOT, SERVER_CORE, Stub, move_to_other_cores, on_server_core, stop
+from bench.stack import (
+    BUDGETS_NEVER_REFUSE,
+    GATEWAY_SEED,
+    ROOT,
+    SERVER_CORE,
+    Stub,
+    move_to_other_cores,
+    on_server_core,
+    stop,
+)
 from edgeward.client import build_signed_request
 from edgeward.devtools.ports import free_port, wait_listening
 from edgeward.native import _crypto_c
@@ -185,13 +194,9 @@ def main() -> int:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-e2e-")))
-    big = "1000000000:1000000000"  # budgets stay on (their cost is measured) but never refuse
     env = stub.env | {
         "EDGEWARD_REDIS_URL": redis.url,
-        "EDGEWARD_BUDGET_IP": big,
-        "EDGEWARD_BUDGET_SESSION": big,
-        "EDGEWARD_BUDGET_USER": big,
-        "EDGEWARD_BUDGET_MESSAGE_TYPE": big,
+        **BUDGETS_NEVER_REFUSE,
     }
     try:
         stub.start()

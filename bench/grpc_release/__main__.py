@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.e2e.__main__ import _loadgen
-from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
+from bench.stack import BUDGETS_NEVER_REFUSE, GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
 from edgeward.devtools.ports import free_port, wait_listening
 from edgeward.native import _crypto_c
 from tests.support.redis_server import RedisServer
@@ -156,13 +156,9 @@ def main() -> int:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-grpc-release-")))
-    big = "1000000000:1000000000"
     env = stub.env | {
         "EDGEWARD_REDIS_URL": redis.url,
-        "EDGEWARD_BUDGET_IP": big,
-        "EDGEWARD_BUDGET_SESSION": big,
-        "EDGEWARD_BUDGET_USER": big,
-        "EDGEWARD_BUDGET_MESSAGE_TYPE": big,
+        **BUDGETS_NEVER_REFUSE,
     }
     public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
     try:

@@ -31,7 +31,7 @@ from bench.budgets import BUDGETS
 from bench.latency import servers
 from bench.latency.plot import draw
 from bench.spread import Spread
-from bench.stack import ROOT, SERVER_CORE, Stub, move_to_other_cores
+from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, SERVER_CORE, Stub, move_to_other_cores
 from tests.support.redis_server import RedisServer
 
 BUDGET_PERCENT = 50
@@ -94,8 +94,7 @@ def main() -> int:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-latency-")))
-    big = "1000000000:1000000000"  # budgets stay on (their cost is part of the latency) but never refuse
-    env = stub.env | {f"EDGEWARD_BUDGET_{scope}": big for scope in ("IP", "SESSION", "USER", "MESSAGE_TYPE")} | {
+    env = stub.env | BUDGETS_NEVER_REFUSE | {
         "EDGEWARD_REDIS_URL": redis.url,
         # Open loop, a stall piles calls up on the few connections; at the default cap of 100 per
         # connection the gateway refuses the excess (RST_STREAM REFUSED_STREAM, UNAVAILABLE), which

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.latency import servers
 from bench.latency.__main__ import _loadgen
-from bench.stack import Stub, move_to_other_cores
+from bench.stack import BUDGETS_NEVER_REFUSE, Stub, move_to_other_cores
 from tests.support.redis_server import RedisServer
 
 _COUNTED = re.compile(r'^edgeward_requests_total\{outcome="([^"]+)",rpc="ExecuteCommand"\} (\S+)$', re.M)
@@ -41,8 +41,7 @@ def main() -> None:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-shedding-")))
-    big = "1000000000:1000000000"
-    env = stub.env | {f"EDGEWARD_BUDGET_{scope}": big for scope in ("IP", "SESSION", "USER", "MESSAGE_TYPE")} | {
+    env = stub.env | BUDGETS_NEVER_REFUSE | {
         "EDGEWARD_REDIS_URL": redis.url,
         "EDGEWARD_GRPC_MAX_CONCURRENT_STREAMS": "100000",
     }

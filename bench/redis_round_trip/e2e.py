@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bench.e2e.__main__ import _run_gateway
-from bench.stack import GATEWAY_SEED, Stub, move_to_other_cores
+from bench.stack import BUDGETS_NEVER_REFUSE, GATEWAY_SEED, Stub, move_to_other_cores
 from edgeward.native import _crypto_c
 from tests.support.redis_server import RedisServer
 
@@ -40,13 +40,9 @@ def main() -> None:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-rt-")))
-    big = "1000000000:1000000000"
     base = stub.env | {
         "EDGEWARD_REDIS_URL": redis.url,
-        "EDGEWARD_BUDGET_IP": big,
-        "EDGEWARD_BUDGET_SESSION": big,
-        "EDGEWARD_BUDGET_USER": big,
-        "EDGEWARD_BUDGET_MESSAGE_TYPE": big,
+        **BUDGETS_NEVER_REFUSE,
         # The load generator logs in the same mailboxes every run; Redis keeps the public limits.
         "EDGEWARD_PUBLIC_LIMIT_IP": "off",
         "EDGEWARD_PUBLIC_LIMIT_EMAIL": "off",

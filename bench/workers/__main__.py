@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.stack import ROOT, Stub, stop
+from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, Stub, stop
 from edgeward.devtools.ports import free_port, wait_listening
 from tests.support.redis_server import RedisServer
 
@@ -88,14 +88,10 @@ def main() -> int:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-workers-")))
-    big = "1000000000:1000000000"  # budgets stay on (through the Redis limiter) but never refuse
     env = stub.env | {
         "EDGEWARD_REDIS_URL": redis.url,
         "EDGEWARD_LIMITER_REDIS_URL": redis.url,  # the same limiter with 1 worker as with 2
-        "EDGEWARD_BUDGET_IP": big,
-        "EDGEWARD_BUDGET_SESSION": big,
-        "EDGEWARD_BUDGET_USER": big,
-        "EDGEWARD_BUDGET_MESSAGE_TYPE": big,
+        **BUDGETS_NEVER_REFUSE,
         "EDGEWARD_PUBLIC_LIMIT_IP": "off",  # every run logs its sessions in from this one address
     }
     runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
