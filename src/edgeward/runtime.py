@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from collections.abc import Coroutine, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -32,6 +33,7 @@ __all__ = (
     "parse_log_format",
     "raise_fd_limit",
     "run",
+    "shield_task",
 )
 
 T = TypeVar("T")
@@ -69,6 +71,32 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on a uvloop event loop (the production loop; asyncio's is the reference)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def shield_task(work: asyncio.Task[T]) -> asyncio.Future[T]:
+    """A future with ``work``'s outcome; cancelling it (its awaiter was cancelled) leaves ``work`` running.
+
+    ``asyncio.shield`` for a task, on the command path: one callback instead of shield's two
+    closures and its second callback, which costs a loop turn of its own when the task ends
+    (4.8 against 7.1 µs per call in a microbenchmark; ``python -m bench.replay_keep``). Who cancels
+    the future owns ``work`` from then on, its exception included.
+    """
+    answer: asyncio.Future[T] = work.get_loop().create_future()
+    work.add_done_callback(partial(_relay, answer))
+    return answer
+
+
+def _relay(answer: asyncio.Future[T], work: asyncio.Task[T]) -> None:
+    if answer.done():  # cancelled: the work goes on for whoever took it over
+        return
+    if work.cancelled():
+        answer.cancel()
+        return
+    error = work.exception()
+    if error is None:
+        answer.set_result(work.result())
+    else:
+        answer.set_exception(error)
 
 
 ACCESS_LOGGER = "edgeward.access"

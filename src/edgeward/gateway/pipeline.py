@@ -36,6 +36,7 @@ from edgeward.protection.budgets import CommandBudgets
 from edgeward.protection.preauth_guard import PreAuthGuard
 from edgeward.push.hub import PushHub, Subscriber
 from edgeward.reasons import Reason, Rejection
+from edgeward.runtime import shield_task
 
 __all__ = (
     "REPLAYED_RESULT",
@@ -275,9 +276,9 @@ class CommandExecutor:
         verified = await verifier.verify(req, client_ip, keep_answer=True)
         if verified.kept is not None:
             return verified.kept, REPLAYED_RESULT
-        work = asyncio.ensure_future(self._forward_and_keep(req, verified, tracer))
+        work = asyncio.get_running_loop().create_task(self._forward_and_keep(req, verified, tracer))
         try:
-            return await asyncio.shield(work)
+            return await shield_task(work)
         except asyncio.CancelledError:
             if not work.done():  # the call left: the command goes on, and its answer is kept
                 self._detached.add(work)
