@@ -47,6 +47,20 @@ def _loadgen(module: str, server: servers.Server, extra: list[str]) -> dict[str,
     return result
 
 
+def open_loop_env(stub: Stub, redis_url: str, max_pending_calls: int) -> dict[str, str]:
+    """The gateway's environment for open-loop runs (this benchmark and bench.latency.shedding)."""
+    return stub.env | BUDGETS_NEVER_REFUSE | {
+        "EDGEWARD_REDIS_URL": redis_url,
+        # Open loop, a stall piles calls up on the few connections; at the default cap of 100 per
+        # connection the gateway refuses the excess (RST_STREAM REFUSED_STREAM, UNAVAILABLE), which
+        # the echo server (no cap) never does. Latency is measured here, not the cap.
+        "EDGEWARD_GRPC_MAX_CONCURRENT_STREAMS": "100000",
+        # Likewise gRPC core sheds calls the loop has not taken yet (CANCELLED, docs/operations.md
+        # "Overload"): at its default of 1,000 that hid the queue's latency near saturation as failures.
+        "EDGEWARD_GRPC_MAX_PENDING_CALLS": str(max_pending_calls),
+    }
+
+
 def _saturation(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     """The gateway's closed-loop throughput, measured as bench.e2e does (32 in flight, after a warm-up)."""
     with servers.gateway(env) as server:
@@ -94,16 +108,7 @@ def main() -> int:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-latency-")))
-    env = stub.env | BUDGETS_NEVER_REFUSE | {
-        "EDGEWARD_REDIS_URL": redis.url,
-        # Open loop, a stall piles calls up on the few connections; at the default cap of 100 per
-        # connection the gateway refuses the excess (RST_STREAM REFUSED_STREAM, UNAVAILABLE), which
-        # the echo server (no cap) never does. Latency is measured here, not the cap.
-        "EDGEWARD_GRPC_MAX_CONCURRENT_STREAMS": "100000",
-        # Likewise gRPC core sheds calls the loop has not taken yet (CANCELLED, docs/operations.md
-        # "Overload"): at its default of 1,000 that hid the queue's latency near saturation as failures.
-        "EDGEWARD_GRPC_MAX_PENDING_CALLS": str(args.max_pending_calls),
-    }
+    env = open_loop_env(stub, redis.url, args.max_pending_calls)
     try:
         stub.start()
         saturation = _saturation(args, env)

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from bench.latency import servers
-from bench.latency.__main__ import _loadgen
-from bench.stack import BUDGETS_NEVER_REFUSE, Stub, move_to_other_cores
+from bench.latency.__main__ import _loadgen, open_loop_env
+from bench.stack import Stub, move_to_other_cores
 from tests.support.redis_server import RedisServer
 
 _COUNTED = re.compile(r'^edgeward_requests_total\{outcome="([^"]+)",rpc="ExecuteCommand"\} (\S+)$', re.M)
@@ -41,14 +41,10 @@ def main() -> None:
     redis = RedisServer()
     redis.start()
     stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-shedding-")))
-    env = stub.env | BUDGETS_NEVER_REFUSE | {
-        "EDGEWARD_REDIS_URL": redis.url,
-        "EDGEWARD_GRPC_MAX_CONCURRENT_STREAMS": "100000",
-    }
     try:
         stub.start()
         for pending in (int(value) for value in args.max_pending_calls.split(",")):
-            with servers.gateway(env | {"EDGEWARD_GRPC_MAX_PENDING_CALLS": str(pending)}) as server:
+            with servers.gateway(open_loop_env(stub, redis.url, pending)) as server:
                 run = _loadgen(
                     "bench.latency.loadgen", server, ["--rate", str(args.rate), "--duration", str(args.duration)]
                 )
