@@ -59,4 +59,9 @@ def test_latency_reports_both_budgets_at_half_load(tmp_path: Path) -> None:
     assert set(result["budgets"]) == {"latency_p99", "cpu_at_half_load"}
     assert [rate["percent"] for rate in result["rates"]] == [50]
     assert result["ratios_at_50"]["cpu_at_half_load"]["median"] > 0
+    (rate,) = result["rates"]
+    for server in ("gateway", "pure", "floor", "echo"):  # the pure twin and the floor at the budgets' rate
+        assert rate[server]["achieved_rps"] > 0
+    for what in ("floor_vs_echo", "pure_vs_echo", "gateway_vs_floor"):
+        assert set(result["other_ratios_at_50"][what]) == {"latency_p99", "cpu_at_half_load"}
     assert (tmp_path / "latency.png").stat().st_size > 0

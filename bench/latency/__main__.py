@@ -6,8 +6,10 @@ load generator of bench.e2e: pre-signed requests, 32 in flight). It then offers 
 of that rate, open loop (bench/latency/loadgen.py: each request sent at its scheduled time,
 however many are still unanswered, latency counted from the scheduled time), to a fresh native
 gateway and a fresh bare grpc.aio echo server (bench/e2e/echo_server.py) in turn, rate by rate,
-over the rounds. The measured server runs alone on core 0 and everything else on core 1, as in
-bench.e2e.
+over the rounds; at the budgets' rate (50%) also to the pure-Python gateway and to bench.e2e's
+in-place floor (the echo making the gateway's Redis and backend calls, one verify and one sign),
+whose ratios to the echo say what a gateway with no Python of its own would score. The measured
+server runs alone on core 0 and everything else on core 1, as in bench.e2e.
 
 Each figure is the median over the rounds, with the p99's minimum and maximum beside it. The
 table is printed and written as JSON, the chart drawn as a PNG, and the run fails if the gateway
@@ -35,7 +37,8 @@ from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, SERVER_CORE, Stub, move_to_o
 from tests.support.redis_server import RedisServer
 
 BUDGET_PERCENT = 50
-_KINDS = ("gateway", "echo")
+_KINDS = ("gateway", "echo")  # at every rate
+_KINDS_AT_BUDGET = ("gateway", "pure", "floor", "echo")  # at BUDGET_PERCENT, in this order
 
 
 def _loadgen(module: str, server: servers.Server, extra: list[str]) -> dict[str, Any]:
@@ -74,7 +77,10 @@ def _saturation(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]
 
 
 def _paced(args: argparse.Namespace, env: dict[str, str], kind: str, rate: float) -> dict[str, Any]:
-    server_cm = servers.gateway(env) if kind == "gateway" else servers.echo(env, legs=args.echo_legs)
+    if kind in ("gateway", "pure"):
+        server_cm = servers.gateway(env, pure=kind == "pure")
+    else:
+        server_cm = servers.echo(env, floor=kind == "floor")
     with server_cm as server:
         return _loadgen(
             "bench.latency.loadgen", server,
@@ -92,10 +98,6 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=4, help="gRPC channels (connections) of the load generator")
     parser.add_argument("--saturation-requests", type=int, default=8_000)
     parser.add_argument(
-        "--echo-legs", action="store_true",
-        help="the echo also makes the gateway's Redis and backend calls (not the budget's baseline)",
-    )
-    parser.add_argument(
         "--max-pending-calls", type=int, default=100_000,
         help="the gateway's EDGEWARD_GRPC_MAX_PENDING_CALLS (its default, 1000, sheds calls near saturation)",
     )
@@ -112,10 +114,10 @@ def main() -> int:
     try:
         stub.start()
         saturation = _saturation(args, env)
-        runs: dict[int, dict[str, list[dict[str, Any]]]] = {p: {kind: [] for kind in _KINDS} for p in percents}
+        runs: dict[int, dict[str, list[dict[str, Any]]]] = {p: {kind: [] for kind in _kinds(p)} for p in percents}
         for _ in range(args.rounds):
             for percent in percents:
-                for kind in _KINDS:
+                for kind in _kinds(percent):
                     runs[percent][kind].append(_paced(args, env, kind, saturation["requests_per_s"] * percent / 100))
     finally:
         stub.stop()
@@ -123,8 +125,18 @@ def main() -> int:
     return _report(args, saturation, runs)
 
 
+def _kinds(percent: int) -> tuple[str, ...]:
+    return _KINDS_AT_BUDGET if percent == BUDGET_PERCENT else _KINDS
+
+
 _FIELDS = ("achieved_rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_request", "max_in_flight", "send_late_p99_ms")
 _BUDGETS = {"latency_p99": "p99_ms", "cpu_at_half_load": "cpu_us_per_request"}
+_LABELS = {"latency_p99": "p99", "cpu_at_half_load": "CPU per request"}
+
+
+def _ratio(at: dict[str, list[dict[str, Any]]], subject: str, baseline: str, key: str) -> Spread:
+    """``subject / baseline`` of one figure, round by round, at one rate."""
+    return Spread.ratios([run[key] for run in at[subject]], [run[key] for run in at[baseline]])
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,29 +188,29 @@ def _report(
     print("(wake-ups: the server main thread's context switches per request, voluntary + involuntary)")
     at = runs[BUDGET_PERCENT]
     failed = any(run["failures"] for kind in _KINDS for run in at[kind])  # a failed call has no latency
-    ratios = {
-        name: Spread.ratios([run[key] for run in at["gateway"]], [run[key] for run in at["echo"]])
-        for name, key in _BUDGETS.items()
-    }
+    ratios = {name: _ratio(at, "gateway", "echo", key) for name, key in _BUDGETS.items()}
     met = {name: BUDGETS[name].met(spread.median) and not failed for name, spread in ratios.items()}
-    if args.echo_legs:  # not the budgets' baseline: report the ratios, check nothing
-        for name, spread in ratios.items():
-            print(f"\n{name}, gateway / echo-with-legs at {BUDGET_PERCENT}%: {spread.show()}; budget not checked")
-        met = dict.fromkeys(met, True)
-    else:
-        print()
-        for name, spread in ratios.items():
-            print(f"budget {name}: {BUDGETS[name].describe()}: {spread.show()} {'ok' if met[name] else 'MISSED'}")
-        if failed:
-            print(f"  (calls failed at {BUDGET_PERCENT}%: every budget there is missed)")
+    print()
+    for name, spread in ratios.items():
+        print(f"budget {name}: {BUDGETS[name].describe()}: {spread.show()} {'ok' if met[name] else 'MISSED'}")
+    if failed:
+        print(f"  (calls failed at {BUDGET_PERCENT}%: every budget there is missed)")
+    # The same ratios for the pure twin and for the floor, which no gateway can go below: no budget.
+    others = {
+        f"{subject}_vs_{baseline}": {name: _ratio(at, subject, baseline, key) for name, key in _BUDGETS.items()}
+        for subject, baseline in (("floor", "echo"), ("pure", "echo"), ("gateway", "floor"))
+    }
+    for what, by_budget in others.items():
+        shown = ", ".join(f"{_LABELS[name]} {spread.show()}" for name, spread in by_budget.items())
+        print(f"  {what.replace('_vs_', ' / ')} at {BUDGET_PERCENT}%, no budget: {shown}")
     result = {
         "saturation_rps": sat, "saturation": saturation, "duration_s": args.duration, "rounds": args.rounds,
-        "channels": args.channels, "echo_legs": args.echo_legs, "rates": rates,
+        "channels": args.channels, "rates": rates,
         "ratios_at_50": {name: spread.as_json() for name, spread in ratios.items()},
-        "budgets": {
-            name: {"budget": BUDGETS[name].describe(), "met": None if args.echo_legs else met[name]}
-            for name in ratios
+        "other_ratios_at_50": {
+            what: {name: spread.as_json() for name, spread in by_budget.items()} for what, by_budget in others.items()
         },
+        "budgets": {name: {"budget": BUDGETS[name].describe(), "met": met[name]} for name in ratios},
     }
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

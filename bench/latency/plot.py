@@ -1,4 +1,8 @@
-"""Latency against offered load, both servers on one chart (matplotlib, Agg: no display needed)."""
+"""Latency against offered load, every server on one chart (matplotlib, Agg: no display needed).
+
+The gateway and the echo are measured at every rate and drawn as lines; the pure twin and the
+in-place floor, measured at the budgets' rate only, as markers there.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 _FIGURES = (("p50_ms", "p50", "o"), ("p99_ms", "p99", "s"), ("p999_ms", "p99.9", "^"))
-_STYLES = {"gateway": ("tab:red", "-"), "echo": ("tab:blue", "--")}
+_SERVERS = {
+    "gateway": ("native gateway", "tab:red", "-"),
+    "pure": ("pure-Python gateway", "tab:orange", ""),
+    "floor": ("in-place floor", "tab:green", ""),
+    "echo": ("bare grpc.aio echo", "tab:blue", "--"),
+}
 
 
 def draw(result: dict[str, Any], path: Path) -> None:
     """One line per server and percentile; x is the offered rate in % of the gateway's saturation."""
     percents = [rate["percent"] for rate in result["rates"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    echo = "grpc.aio echo + Redis + backend" if result.get("echo_legs") else "bare grpc.aio echo"
-    for server, name in (("gateway", "native gateway"), ("echo", echo)):
-        color, style = _STYLES[server]
+    for server, (name, color, style) in _SERVERS.items():
+        rates = [rate for rate in result["rates"] if server in rate]
         for key, label, marker in _FIGURES:
-            values = [rate[server][key] for rate in result["rates"]]
-            ax.plot(percents, values, style, color=color, marker=marker, label=f"{name} {label}")
+            values = [rate[server][key] for rate in rates]
+            xs = [rate["percent"] for rate in rates]
+            ax.plot(xs, values, style, color=color, marker=marker, label=f"{name} {label}")
     ax.set_yscale("log")
     ax.set_xlabel(f"offered load, % of the gateway's saturation ({result['saturation_rps']:.0f} req/s)")
     ax.set_ylabel("latency from scheduled send (ms)")

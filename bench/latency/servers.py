@@ -1,9 +1,9 @@
-"""The two measured servers, each started on the server core for one run and stopped after it.
+"""The measured servers, each started on the server core for one run and stopped after it.
 
-``gateway`` is ``edgeward serve`` (native) and ``echo`` the bare grpc.aio echo of bench.e2e; both
-yield the target address, the process id whose CPU time is read, and the load generator's
-extra arguments. A fresh process per run keeps the runs independent (no queue or heap left over
-from the previous rate), as bench.e2e does.
+``gateway`` is ``edgeward serve`` (native, or its pure-Python twin) and ``echo`` the grpc.aio echo
+of bench.e2e (bare, or the in-place floor); each yields the target address, the process id whose
+CPU time is read, and the load generator's extra arguments. A fresh process per run keeps the
+runs independent (no queue or heap left over from the previous rate), as bench.e2e does.
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ class Server(NamedTuple):
 
 
 @contextlib.contextmanager
-def gateway(env: dict[str, str]) -> Iterator[Server]:
+def gateway(env: dict[str, str], pure: bool = False) -> Iterator[Server]:
+    """``pure``: the pure-Python twin (``EDGEWARD_NO_EXTENSIONS=1``)."""
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
     genv = env | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
         "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
         "EDGEWARD_LOG_LEVEL": "WARNING",
-    }
+    } | ({"EDGEWARD_NO_EXTENSIONS": "1"} if pure else {})
     proc = subprocess.Popen([sys.executable, "-m", "edgeward", "serve"], env=genv, cwd=ROOT, preexec_fn=on_server_core)
     try:
         wait_listening(ports["grpc"], proc, what="gateway")
@@ -57,12 +58,13 @@ def gateway(env: dict[str, str]) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def echo(env: dict[str, str], legs: bool = False) -> Iterator[Server]:
-    """``legs``: the echo also makes the gateway's Redis and backend calls, so the stub and Redis
-    load the load generator's core as in gateway runs (bench/e2e/echo_server.py ``--legs``)."""
-    extra = ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
+def echo(env: dict[str, str], floor: bool = False) -> Iterator[Server]:
+    """``floor``: the in-place floor of bench.e2e (bench/e2e/echo_server.py ``--legs --crypto``):
+    the echo also makes the gateway's Redis and backend calls, one verify and one sign, so it also
+    loads the load generator's core with the stub and Redis as gateway runs do."""
+    legs = ["--legs", "--redis-url", env["EDGEWARD_REDIS_URL"], "--backend-url", env["EDGEWARD_BACKEND_BASE_URL"]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.e2e.echo_server", *(extra if legs else [])],
+        [sys.executable, "-m", "bench.e2e.echo_server", *(["--crypto", *legs] if floor else [])],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=on_server_core,
     )
     try:
