@@ -62,7 +62,8 @@ from tests.support.redis_server import RedisServer
 PAYLOAD = b'{"n":42,"text":"' + b"x" * 120 + b'"}'
 _IN_PLACE_NAMES = {
     "crypto": "Ed25519 verify + response encode + sign",
-    "replay": "replay reservation (Redis)",
+    "replay": "replay claim + kept answer (Redis)",
+    "detach": "step 8 detached (task + shield)",
     "backend": "backend call",
     "protection": "budgets + pre-auth guard + request metrics",
 }

@@ -13,7 +13,12 @@ stage covers. The stand-ins:
 - ``crypto``: the client signature always verifies, and every answer is the first one encoded
   and signed (the load generator verifies that first answer, so the run still proves a
   working gateway): Ed25519 verify, response encode and sign are gone.
-- ``replay``: every reservation succeeds without Redis (and never with the budgets' script).
+- ``replay``: every reservation (``claim``, as ExecuteCommand makes them since idempotent retry, or
+  ``reserve``) succeeds without Redis, never with the budgets' script, and no answer is kept
+  (``finish`` writes nothing).
+- ``detach``: step 8 (forward, sign, keep the answer) is awaited in the call's own task instead of
+  a task of its own shielded from the call (``CommandExecutor._execute``): what letting a command
+  outlive a client that left costs.
 - ``backend``: every command is answered "ok" with a body like the stub's echo, without a call.
 - ``protection``: no command budgets, no pre-auth guard, no request metrics.
 """
@@ -28,6 +33,8 @@ from edgeward.gateway import pipeline
 from edgeward.gateway.backend import BackendAnswer, BackendClient
 from edgeward.gateway.grpc_service import GatewayService
 from edgeward.gateway.replay import RedisReplayStore
+from edgeward.gateway.tracing import RequestTracer
+from edgeward.native.envelope import SignedRequest
 from edgeward.protection.budgets import CommandBudgets
 from edgeward.protection.preauth_guard import PreAuthGuard
 
@@ -49,8 +56,25 @@ def _without_replay() -> None:
     async def reserve(_self: RedisReplayStore, _dsid: str, _request_id: str, _ttl_ms: int) -> bool:
         return True
 
+    async def claim(_self: RedisReplayStore, _dsid: str, _request_id: str, _ttl_ms: int, _print: bytes) -> None:
+        return None
+
     RedisReplayStore.reserve = reserve  # type: ignore[method-assign]
+    RedisReplayStore.claim = claim  # type: ignore[method-assign]
+    RedisReplayStore.finish = lambda *_args: None  # type: ignore[method-assign,assignment,return-value]
     RedisReplayStore.reserve_charging = lambda *_args: None  # type: ignore[method-assign,assignment,return-value]
+
+
+def _without_detaching() -> None:
+    async def execute(
+        self: pipeline.CommandExecutor, req: SignedRequest, client_ip: str, tracer: RequestTracer | None
+    ) -> tuple[bytes, str]:
+        verified = await self._verifier.verify(req, client_ip, keep_answer=True)
+        if verified.kept is not None:
+            return verified.kept, pipeline.REPLAYED_RESULT
+        return await self._forward_and_keep(req, verified, tracer)
+
+    pipeline.CommandExecutor._execute = execute  # type: ignore[method-assign]
 
 
 def _without_backend() -> None:
@@ -75,6 +99,7 @@ def _without_protection() -> None:
 _STAND_INS = {
     "crypto": _without_crypto,
     "replay": _without_replay,
+    "detach": _without_detaching,
     "backend": _without_backend,
     "protection": _without_protection,
 }

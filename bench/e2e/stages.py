@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from edgeward.clock import now_ms
 from edgeward.gateway.backend import BackendClient, CommandContext
 from edgeward.gateway.metrics import GatewayMetrics
-from edgeward.gateway.replay import RedisReplayStore
+from edgeward.gateway.replay import RedisReplayStore, fingerprint
 from edgeward.gateway.routes import DEFAULT_ROUTES
 from edgeward.gateway.session_cache import SessionCache
 from edgeward.native.crypto import Signer, digest_equals, verify
 from edgeward.native.envelope import decode_request, encode_response
 from edgeward.native.session_record import SessionRecord
 from edgeward.protection.budgets import CommandBudgets, Limit
+from edgeward.runtime import shield_task
 
 __all__ = ("measure_stages",)
 
@@ -81,9 +82,26 @@ async def measure_stages(
             abs(now_ms() - req.timestamp_ms)
 
         stages["payload hash + Ed25519 verify + freshness"] = _sync_cost(crypto, number // 5)
-        stages["replay reservation (Redis)"] = await _async_cost(
-            lambda i: replay.reserve(req.device_session_id, f"bench-{time.monotonic_ns()}-{i}", 60_000),
-            number, concurrency,
+        print_ = fingerprint(req.payload_hash, req.signature)
+        kept = b"r" * 300  # about a signed user.echo answer
+
+        async def claim_and_keep(i: int) -> None:  # an ExecuteCommand's two Redis commands
+            request_id = f"bench-{time.monotonic_ns()}-{i}"
+            await replay.claim(req.device_session_id, request_id, 60_000, print_)
+            replay.finish(req.device_session_id, request_id, print_, kept)
+
+        stages["replay claim + kept answer (Redis)"] = await _async_cost(claim_and_keep, number, concurrency)
+
+        async def step8() -> None:
+            pass
+
+        loop = asyncio.get_running_loop()
+
+        async def detached(_i: int) -> None:  # over awaiting step 8 in the call's own task
+            await shield_task(loop.create_task(step8()))
+
+        stages["step 8 detached (task + shield)"] = await _async_cost(detached, number, 1) - await _async_cost(
+            lambda _i: step8(), number, 1
         )
         stages["budgets"] = _sync_cost(
             lambda: budgets.charge("127.0.0.1", req.device_session_id, "usr_bench", req.message_type), number
