@@ -66,3 +66,14 @@ def test_latency_reports_both_budgets_at_half_load(tmp_path: Path) -> None:
     for what in ("floor_vs_echo", "pure_vs_echo", "gateway_vs_floor"):
         assert set(result["other_ratios_at_50"][what]) == {"latency_p99", "cpu_at_half_load"}
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_push_opens_streams_past_one_connection_and_delivers_every_event(tmp_path: Path) -> None:
+    # 250 idle streams: more than the gateway's 100 streams per connection, so the benchmark's
+    # channels must each hold their own connection (a shared one left stream 101 waiting forever).
+    result = _run(
+        "bench.push", tmp_path / "push.json", "--idle-streams", "250", "--subscribers", "100", "--events", "5"
+    )
+    assert result["memory"]["streams"] == 250
+    assert result["fan_out"]["delivered"] == result["fan_out"]["expected"] == 500
+    assert result["revocation"]["revocations"] > 0

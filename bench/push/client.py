@@ -147,16 +147,22 @@ async def _revocation_latency(args: argparse.Namespace, http: aiohttp.ClientSess
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.idle_streams // _STREAMS_PER_CHANNEL + 1)]
+    # A full channel of idle streams each, and one more for the warm-up stream: a stream past the
+    # gateway's per-connection cap (EDGEWARD_GRPC_MAX_CONCURRENT_STREAMS, 100) would wait for a slot.
+    # Each channel its own connection: channels to one target otherwise share one (the global
+    # subchannel pool), and every stream past the first 100 would wait.
+    full = -(-args.idle_streams // _STREAMS_PER_CHANNEL)
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(args.target, options=own_connection) for _ in range(full + 1)]
     try:
         async with aiohttp.ClientSession() as http:
             devices = await _login(args, args.devices, "fanout@example.com")
             user_id = await _user_of(http, args.backend_url, devices[0][1])
-            warm = await _open(channels[:1], devices[:1], 1)  # one stream first: lazy imports, channels
+            warm = await _open(channels[full:], devices[:1], 1)  # one stream first: lazy imports, channels
             event = gateway_pb2.GatewayEvent.FromString(warm[0].first or b"")
             verify_event(event, bytes.fromhex(args.gateway_public_key))  # the figures are of verified events
             rss0 = rss_bytes(args.pid)
-            streams = await _open(channels, devices, args.idle_streams)
+            streams = await _open(channels[:full], devices, args.idle_streams)
             await asyncio.sleep(1.0)  # let allocations settle
             rss1 = rss_bytes(args.pid)
             memory = {"streams": len(streams), "rss_delta_bytes": rss1 - rss0,
