@@ -74,6 +74,7 @@ def test_push_opens_streams_past_one_connection_and_delivers_every_event(tmp_pat
     result = _run(
         "bench.push", tmp_path / "push.json", "--idle-streams", "250", "--subscribers", "100", "--events", "5"
     )
-    assert result["memory"]["streams"] == 250
-    assert result["fan_out"]["delivered"] == result["fan_out"]["expected"] == 500
-    assert result["revocation"]["revocations"] > 0
+    for twin in ("native", "pure"):
+        assert result[twin]["memory"]["streams"] == 250
+        assert result[twin]["fan_out"]["delivered"] == result[twin]["fan_out"]["expected"] == 500
+        assert result[twin]["revocation"]["revocations"] > 0

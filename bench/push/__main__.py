@@ -3,7 +3,8 @@
 ``python -m bench.push`` (part of ``make bench``) starts the stub backend and a native gateway on
 loopback (the gateway alone on core 0 where there are two cores, as in bench.e2e), then runs
 bench/push/client.py in a separate process, which holds the streams and reads the gateway's CPU
-time and RSS from /proc:
+time and RSS from /proc; then the same with the pure-Python gateway (``EDGEWARD_NO_EXTENSIONS=1``)
+for the column beside it:
 
 - memory per idle stream: RSS growth of the gateway / streams, for 5,000 open idle streams;
 - fan-out: signed events per second delivered to 1,000 subscribers of one user, and the gateway's
@@ -23,23 +24,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
 from edgeward.devtools.ports import free_port, wait_listening
 from edgeward.native import _crypto_c
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.push", description=__doc__.splitlines()[0])
-    parser.add_argument("--idle-streams", type=int, default=5000)
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "push.json"))
-    args = parser.parse_args()
-    move_to_other_cores()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-push-")))
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    env = stub.env | {
+def _gateway_env(stub: Stub, ports: dict[str, int], pure: bool) -> dict[str, str]:
+    return stub.env | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
         "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
@@ -56,13 +49,16 @@ def main() -> int:
         # cache: each lookup is charged to the IP's failure budget until its session is found
         # (docs/edge-protection.md), so the default (20 at once) would refuse most as rate_limited.
         "EDGEWARD_PREAUTH_FAILURE_LIMIT": "off",
-    }
-    gateway = None
+    } | ({"EDGEWARD_NO_EXTENSIONS": "1"} if pure else {})
+
+
+def _run(args: argparse.Namespace, stub: Stub, pure: bool) -> dict[str, Any]:
+    """One gateway (native or pure) and one client run against it: the client's report."""
+    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    env = _gateway_env(stub, ports, pure)
+    command = [sys.executable, "-m", "edgeward", "serve"]
+    gateway = subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=on_server_core)
     try:
-        stub.start()
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "edgeward", "serve"], env=env, cwd=ROOT, preexec_fn=on_server_core
-        )
         wait_listening(ports["grpc"], gateway, what="gateway")
         wait_listening(ports["public"], gateway, what="gateway public listener")
         out = subprocess.run(
@@ -76,28 +72,53 @@ def main() -> int:
             ],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
         )
-        if out.returncode != 0:
-            print(out.stderr, file=sys.stderr)
-            return 1
-        result = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
-        if gateway is not None:
-            stop(gateway)
+        stop(gateway)
+    if out.returncode != 0:
+        raise RuntimeError(f"push client failed against the {'pure' if pure else 'native'} gateway:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.push", description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-streams", type=int, default=5000)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "push.json"))
+    args = parser.parse_args()
+    move_to_other_cores()
+    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-push-")))
+    try:
+        stub.start()
+        results = {twin: _run(args, stub, pure=twin == "pure") for twin in ("native", "pure")}
+    finally:
         stub.stop()
-    memory, fan_out, revocation = result["memory"], result["fan_out"], result["revocation"]
-    print("\nedgeward push (native gateway, loopback, uvloop)")
-    print(f"  memory per idle stream          {memory['bytes_per_idle_stream'] / 1024:8.1f} KiB "
-          f"({memory['streams']} streams, RSS +{memory['rss_delta_bytes'] / 2**20:.1f} MiB)")
-    print(f"  fan-out delivered events/s      {fan_out['delivered_per_s']:8.0f} "
-          f"({fan_out['events']} events x {fan_out['subscribers']} subscribers, {fan_out['delivered']} delivered)")
-    print(f"  gateway CPU per delivered event {fan_out['gateway_cpu_us_per_delivered_event']:8.1f} µs")
-    print(f"  revocation -> stream end        p50 {revocation['p50_ms']:.1f} ms, p99 {revocation['p99_ms']:.1f} ms "
-          f"({revocation['revocations']} revocations)")
+    _print(results)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {path}")
-    return 0 if fan_out["delivered"] == fan_out["expected"] else 1
+    return 0 if all(r["fan_out"]["delivered"] == r["fan_out"]["expected"] for r in results.values()) else 1
+
+
+def _print(results: dict[str, dict[str, Any]]) -> None:
+    native, pure = results["native"], results["pure"]
+    memory, fan_out = native["memory"], native["fan_out"]
+    print("\nedgeward push (loopback, uvloop, gateway alone on core 0)            native        pure")
+    rows = [
+        ("memory per idle stream, KiB", lambda r: r["memory"]["bytes_per_idle_stream"] / 1024, ".1f"),
+        ("fan-out delivered events/s", lambda r: r["fan_out"]["delivered_per_s"], ".0f"),
+        ("gateway CPU per delivered event, µs", lambda r: r["fan_out"]["gateway_cpu_us_per_delivered_event"], ".1f"),
+        ("revocation -> stream end p50, ms", lambda r: r["revocation"]["p50_ms"], ".1f"),
+        ("revocation -> stream end p99, ms", lambda r: r["revocation"]["p99_ms"], ".1f"),
+    ]
+    for name, figure, fmt in rows:
+        print(f"  {name:<64} {figure(native):>10{fmt}} {figure(pure):>10{fmt}}")
+    print(
+        f"  ({memory['streams']} idle streams; {fan_out['events']} events x {fan_out['subscribers']} subscribers of "
+        f"one user, {fan_out['delivered']} delivered; {native['revocation']['revocations']} revocations)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 ``python -m bench.workers`` starts, on loopback, a private redis-server and the stub backend, then
 in alternating rounds ``edgeward serve --workers 1`` and ``--workers 2`` (Redis replay store and
-limiter both times, so only the process count differs). A separate load generator
+limiter both times, so only the process count differs), native and then pure-Python
+(``EDGEWARD_NO_EXTENSIONS=1``). A separate load generator
 (bench/workers/loadgen.py) sends pre-signed ExecuteCommand requests over 8 connections, 32 in
 flight, and reads the CPU time of the whole server process tree (supervisor included) and its own.
 
@@ -29,10 +30,13 @@ from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, Stub, stop
 from edgeward.devtools.ports import free_port, wait_listening
 from tests.support.redis_server import RedisServer
 
+_CONFIGS = (("native", 1), ("native", 2), ("pure", 1), ("pure", 2))
 
-def _run(args: argparse.Namespace, env: dict[str, str], workers: int, others: list[int]) -> dict[str, float]:
+
+def _run(args: argparse.Namespace, env: dict[str, str], config: tuple[str, int], others: list[int]) -> dict[str, float]:
+    twin, workers = config
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
-    genv = env | {
+    genv = env | ({"EDGEWARD_NO_EXTENSIONS": "1"} if twin == "pure" else {}) | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",
         "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{ports['admin']}",
@@ -57,7 +61,7 @@ def _run(args: argparse.Namespace, env: dict[str, str], workers: int, others: li
             raise RuntimeError(f"load generator failed:\n{out.stderr}")
         result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
         if result["failures"]:
-            raise RuntimeError(f"{workers} workers: {result['failures']:.0f} requests failed")
+            raise RuntimeError(f"{twin}, {workers} workers: {result['failures']:.0f} requests failed")
         return result
     finally:
         stop(proc)
@@ -94,34 +98,40 @@ def main() -> int:
         **BUDGETS_NEVER_REFUSE,
         "EDGEWARD_PUBLIC_LIMIT_IP": "off",  # every run logs its sessions in from this one address
     }
-    runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {config: [] for config in _CONFIGS}
     try:
         stub.start()
         assert stub.proc is not None and redis.proc is not None
         others = [stub.proc.pid, redis.proc.pid]
         for _ in range(args.rounds):
-            for workers, results in runs.items():
-                results.append(_run(args, env, workers, others))
+            for config, results in runs.items():
+                results.append(_run(args, env, config, others))
     finally:
         stub.stop()
         redis.close()
-    best = {workers: max(results, key=lambda r: r["requests_per_s"]) for workers, results in runs.items()}
+    best = {config: max(results, key=lambda r: r["requests_per_s"]) for config, results in runs.items()}
     cores = len(os.sched_getaffinity(0))
     print(
         f"edgeward workers: {args.requests} requests, {args.concurrency} in flight over {args.channels} connections, "
         f"loopback, {cores} cores shared by everything, best of {args.rounds} rounds by throughput"
     )
-    print(f"{'':12}{'req/s':>8}{'gateway CPU µs/req':>20}{'loadgen':>10}{'stub+Redis':>12}{'cores busy':>12}")
-    for workers, r in best.items():
+    print(f"{'':20}{'req/s':>8}{'gateway CPU µs/req':>20}{'loadgen':>10}{'stub+Redis':>12}{'cores busy':>12}")
+    for (twin, workers), r in best.items():
         print(
-            f"{workers} worker{'s' if workers > 1 else ' '}   {r['requests_per_s']:>8.0f}"
+            f"{twin + ', ' + str(workers) + ' worker' + ('s' if workers > 1 else ''):<20}{r['requests_per_s']:>8.0f}"
             f"{r['cpu_us_per_request']:>20.1f}"
             f"{r['loadgen_cpu_us_per_request']:>10.1f}{r['others_cpu_us_per_request']:>12.1f}"
             f"{r['machine_busy'] * cores:>12.2f}"
         )
-    print("all rounds (req/s):", {w: [round(r["requests_per_s"]) for r in rs] for w, rs in runs.items()})
-    Path(args.json).write_text(json.dumps({"best": best, "runs": runs}, indent=2) + "\n")
+    print("all rounds (req/s):", {_name(c): [round(r["requests_per_s"]) for r in rs] for c, rs in runs.items()})
+    report = {"best": {_name(c): r for c, r in best.items()}, "runs": {_name(c): rs for c, rs in runs.items()}}
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _name(config: tuple[str, int]) -> str:
+    """A configuration's key in the JSON report: "native 1", "pure 2"."""
+    return f"{config[0]} {config[1]}"
 
 
 if __name__ == "__main__":
