@@ -78,3 +78,11 @@ def test_push_opens_streams_past_one_connection_and_delivers_every_event(tmp_pat
         assert result[twin]["memory"]["streams"] == 250
         assert result[twin]["fan_out"]["delivered"] == result[twin]["fan_out"]["expected"] == 500
         assert result[twin]["revocation"]["revocations"] > 0
+
+
+def test_workers_reports_native_and_pure_with_one_and_two_workers(tmp_path: Path) -> None:
+    result = _run("bench.workers", tmp_path / "workers.json", "--rounds", "1", "--requests", "300", "--warmup", "50")
+    assert set(result["best"]) == {"native 1", "native 2", "pure 1", "pure 2"}
+    for config, best in result["best"].items():
+        assert best["failures"] == 0 and best["failure_codes"] == {}, config
+        assert best["processes"] == (3 if config.endswith("2") else 1) and best["cpu_us_per_request"] > 0

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, Stub, stop
 from edgeward.devtools.ports import free_port, wait_listening
@@ -33,7 +34,7 @@ from tests.support.redis_server import RedisServer
 _CONFIGS = (("native", 1), ("native", 2), ("pure", 1), ("pure", 2))
 
 
-def _run(args: argparse.Namespace, env: dict[str, str], config: tuple[str, int], others: list[int]) -> dict[str, float]:
+def _run(args: argparse.Namespace, env: dict[str, str], config: tuple[str, int], others: list[int]) -> dict[str, Any]:
     twin, workers = config
     ports = {name: free_port() for name in ("grpc", "public", "admin")}
     genv = env | ({"EDGEWARD_NO_EXTENSIONS": "1"} if twin == "pure" else {}) | {
@@ -59,9 +60,11 @@ def _run(args: argparse.Namespace, env: dict[str, str], config: tuple[str, int],
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed:\n{out.stderr}")
-        result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         if result["failures"]:
-            raise RuntimeError(f"{twin}, {workers} workers: {result['failures']:.0f} requests failed")
+            raise RuntimeError(
+                f"{twin}, {workers} workers: {result['failures']:.0f} requests failed: {result['failure_codes']}"
+            )
         return result
     finally:
         stop(proc)
@@ -98,7 +101,7 @@ def main() -> int:
         **BUDGETS_NEVER_REFUSE,
         "EDGEWARD_PUBLIC_LIMIT_IP": "off",  # every run logs its sessions in from this one address
     }
-    runs: dict[tuple[str, int], list[dict[str, float]]] = {config: [] for config in _CONFIGS}
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {config: [] for config in _CONFIGS}
     try:
         stub.start()
         assert stub.proc is not None and redis.proc is not None

@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import grpc
 import uvloop
@@ -57,24 +59,24 @@ async def _requests(args: argparse.Namespace, count: int) -> list[bytes]:
     ]
 
 
-async def _send_all(channels: list[grpc.aio.Channel], requests: list[bytes], per_channel: int) -> int:
+async def _send_all(
+    channels: list[grpc.aio.Channel], requests: list[bytes], per_channel: int, failures: Counter[str]
+) -> None:
+    """Send every request; each failure is counted in ``failures`` by its status and details."""
     pending = iter(requests)
-    failures = 0
 
     async def sender(channel: grpc.aio.Channel) -> None:
-        nonlocal failures
         call = channel.unary_unary(EXECUTE)
         for data in pending:
             try:
                 await call(data, timeout=30)
-            except grpc.aio.AioRpcError:
-                failures += 1
+            except grpc.aio.AioRpcError as error:
+                failures[f"{error.code().name}: {error.details()}"] += 1
 
     await asyncio.gather(*(sender(ch) for ch in channels for _ in range(per_channel)))
-    return failures
 
 
-async def main(args: argparse.Namespace) -> dict[str, float]:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     requests = await _requests(args, args.warmup + args.requests)
     # A local subchannel pool per channel, or grpcio shares one connection among them all and the
     # kernel places that one connection, so every request, on a single worker.
@@ -82,12 +84,13 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     channels = [grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)]
     try:
         per_channel = max(1, args.concurrency // args.channels)
-        failures = await _send_all(channels, requests[: args.warmup], per_channel)
+        failures: Counter[str] = Counter()
+        await _send_all(channels, requests[: args.warmup], per_channel, failures)
         measured = requests[args.warmup :]
         pids = tree(args.pid)
         own0, cpu0, wall0 = time.process_time(), tree_cpu_seconds(pids), time.perf_counter()
         rest0, (busy0, total0) = tree_cpu_seconds(args.other), machine_busy_and_total()
-        failures += await _send_all(channels, measured, per_channel)
+        await _send_all(channels, measured, per_channel, failures)
         own1, cpu1, wall1 = time.process_time(), tree_cpu_seconds(pids), time.perf_counter()
         rest1, (busy1, total1) = tree_cpu_seconds(args.other), machine_busy_and_total()
     finally:
@@ -96,7 +99,8 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     return {
         "processes": len(pids),
         "requests": len(measured),
-        "failures": failures,
+        "failures": sum(failures.values()),
+        "failure_codes": dict(failures),  # warm-up included
         "cpu_us_per_request": (cpu1 - cpu0) / len(measured) * 1e6,
         "loadgen_cpu_us_per_request": (own1 - own0) / len(measured) * 1e6,
         "others_cpu_us_per_request": (rest1 - rest0) / len(measured) * 1e6,
