@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.devtools.processes import stop_all
 from edgeward.files import atomic_write
 
@@ -70,7 +70,7 @@ class Stub:
     def __init__(self, state_dir: Path) -> None:
         key_file = state_dir / "gateway.key"
         atomic_write(key_file, base64.b64encode(GATEWAY_SEED) + b"\n")  # 0600: a key file, as keygen writes it
-        self.http_port, grpc_port = free_port(), free_port()
+        self.http_port, grpc_port = free_ports("http", "grpc").values()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
             "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{self.http_port}",

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from edgeward.devtools.ports import NotListening, free_port, wait_listening
+from edgeward.devtools.ports import NotListening, free_ports, wait_listening
 from edgeward.devtools.processes import stop_all
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
@@ -64,7 +64,7 @@ def local_stack(state_dir: Path) -> Iterator[Target]:
     state_dir.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate()
     save_signer(signer, state_dir / "gateway.key")
-    port = {name: free_port() for name in ("redis", "stub_http", "stub_grpc", "grpc", "public", "admin")}
+    port = free_ports("redis", "stub_http", "stub_grpc", "grpc", "public", "admin")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | _PER_IP_RAISED | {
         "EDGEWARD_REDIS_URL": f"redis://127.0.0.1:{port['redis']}/0",
         "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{port['stub_http']}",

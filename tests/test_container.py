@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from edgeward.config import ConfigError, load
-from edgeward.devtools.ports import free_port
+from edgeward.devtools.ports import free_ports
 from edgeward.gateway.settings import GatewaySettings
 from tests.test_packaging import _fresh_tree
 
@@ -289,7 +289,9 @@ def test_the_image_runs_outside_docker(install: Install) -> None:
 
     key = state / "gateway.key"
     public_key = _ok(user.command(edgeward, "keygen", key), base).strip()
-    stub_http, stub_grpc, grpc_port, public_port, admin_port = (free_port() for _ in range(5))
+    stub_http, stub_grpc, grpc_port, public_port, admin_port = free_ports(
+        "stub_http", "stub_grpc", "grpc", "public", "admin"
+    ).values()
     processes = Processes(root)
     try:
         stub = processes.start("stub", user.command(edgeward, "stub-backend"), base | {

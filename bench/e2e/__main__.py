@@ -55,7 +55,7 @@ from bench.stack import (
     stop,
 )
 from edgeward.client import build_signed_request
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native import _crypto_c
 from tests.support.redis_server import RedisServer
 
@@ -102,7 +102,7 @@ def _run_gateway(
     args: argparse.Namespace, env: dict[str, str], pure: bool, public_key_hex: str, without: str | None = None
 ) -> dict[str, float]:
     """One gateway run; ``without`` names a stage replaced by a no-op (bench/e2e/ablated_gateway.py)."""
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     genv = env | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from bench.e2e.__main__ import _loadgen
 from bench.stack import BUDGETS_NEVER_REFUSE, GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native import _crypto_c
 from tests.support.redis_server import RedisServer
 
@@ -95,7 +95,7 @@ def _load() -> dict[str, float]:
 def _run(args: argparse.Namespace, cand: Candidate, env: dict[str, str], public_key_hex: str) -> dict[str, float]:
     senv = env | cand.env
     if cand.server == "gateway":
-        ports = {name: free_port() for name in ("grpc", "public", "admin")}
+        ports = free_ports("grpc", "public", "admin")
         senv |= {
             "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
             "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",

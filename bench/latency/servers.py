@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from bench.stack import GATEWAY_SEED, ROOT, on_server_core, stop
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native.crypto import Signer
 
 __all__ = ("Server", "echo", "gateway")
@@ -31,7 +31,7 @@ class Server(NamedTuple):
 @contextlib.contextmanager
 def gateway(env: dict[str, str], pure: bool = False) -> Iterator[Server]:
     """``pure``: the pure-Python twin (``EDGEWARD_NO_EXTENSIONS=1``)."""
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     genv = env | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",

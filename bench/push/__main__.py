@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native import _crypto_c
 
 
@@ -54,7 +54,7 @@ def _gateway_env(stub: Stub, ports: dict[str, int], pure: bool) -> dict[str, str
 
 def _run(args: argparse.Namespace, stub: Stub, pure: bool) -> dict[str, Any]:
     """One gateway (native or pure) and one client run against it: the client's report."""
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     env = _gateway_env(stub, ports, pure)
     command = [sys.executable, "-m", "edgeward", "serve"]
     gateway = subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=on_server_core)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, Stub, stop
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from tests.support.redis_server import RedisServer
 
 _CONFIGS = (("native", 1), ("native", 2), ("pure", 1), ("pure", 2))
@@ -36,7 +36,7 @@ _CONFIGS = (("native", 1), ("native", 2), ("pure", 1), ("pure", 2))
 
 def _run(args: argparse.Namespace, env: dict[str, str], config: tuple[str, int], others: list[int]) -> dict[str, Any]:
     twin, workers = config
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     genv = env | ({"EDGEWARD_NO_EXTENSIONS": "1"} if twin == "pure" else {}) | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{ports['public']}",

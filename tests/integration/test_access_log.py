@@ -35,7 +35,7 @@ from edgeward.client import (
     read_stub_mailbox,
     send_email_code,
 )
-from edgeward.devtools.ports import free_port
+from edgeward.devtools.ports import free_ports
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.runtime import ACCESS_LOGGER
@@ -114,7 +114,7 @@ def _secrets(seen: dict[str, Any], device: Signer, gateway_key: Signer) -> list[
 async def test_serve_writes_json_lines_with_access_fields_and_no_secrets(stub: StubBackend, tmp_path: Path) -> None:
     gateway_key, device = Signer(bytes(range(100, 132))), Signer(bytes(range(200, 232)))
     save_signer(gateway_key, tmp_path / "gateway.key")
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     env = serve_env(stub, tmp_path / "gateway.key", ports)
     log = tmp_path / "serve.log"
     proc = await spawn([sys.executable, "-m", "edgeward", "serve"], env, log)
@@ -217,7 +217,7 @@ async def test_every_accepted_call_is_logged_by_default(
 @pytest.mark.asyncio(loop_factories=["asyncio"])  # the loop is this process's, not the gateway's
 async def test_each_worker_names_its_slot(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -> None:
     save_signer(Signer.generate(), tmp_path / "gateway.key")
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     env = serve_env(stub, tmp_path / "gateway.key", ports) | {
         "EDGEWARD_REDIS_URL": redis_server.url,
         "EDGEWARD_WORKERS": "2",

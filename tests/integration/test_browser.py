@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 
 from edgeward._pb import gateway_pb2
-from edgeward.devtools.ports import NotListening, free_port, wait_listening
+from edgeward.devtools.ports import NotListening, free_port, free_ports, wait_listening
 from edgeward.devtools.processes import stop_all
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
@@ -186,7 +186,7 @@ class Stack:
         self.signer = Signer.generate()
         key_file = processes.tmp_path / "gateway.key"
         save_signer(self.signer, key_file)
-        stub_http, stub_grpc = free_port(), free_port()
+        stub_http, stub_grpc = free_ports("stub_http", "stub_grpc").values()
         self.stub_url = f"http://127.0.0.1:{stub_http}"
         processes.spawn("stub", [*EDGEWARD, "stub-backend"], {
             "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{stub_http}",
@@ -194,7 +194,7 @@ class Stack:
             "EDGEWARD_LOG_FORMAT": "text",
         })
         processes.wait_listening(stub_http, "the stub backend")
-        grpc_port, public_port, admin_port, web_port = free_port(), free_port(), free_port(), free_port()
+        grpc_port, public_port, admin_port, web_port = free_ports("grpc", "public", "admin", "web").values()
         processes.spawn("gateway", [*EDGEWARD, "serve"], {
             "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
             "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{public_port}",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edgeward.devtools.dev import BROWSER_EXAMPLE_ORIGIN
-from edgeward.devtools.ports import NotListening, free_port, is_listening, wait_listening
+from edgeward.devtools.ports import NotListening, free_ports, is_listening, wait_listening
 
 EDGEWARD = [sys.executable, "-m", "edgeward"]
 _UP_TIMEOUT_S = 60.0
@@ -28,7 +28,7 @@ _UP_TIMEOUT_S = 60.0
 @pytest.fixture
 def dev_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A running ``edgeward dev``; yields the environment ``edgeward call`` needs to reach it."""
-    ports = {name: free_port() for name in ("stub_http", "stub_grpc", "grpc", "public", "admin", "grpc_web")}
+    ports = free_ports("stub_http", "stub_grpc", "grpc", "public", "admin", "grpc_web")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")}
     env |= {
         "EDGEWARD_STUB_HTTP_ADDR": f"127.0.0.1:{ports['stub_http']}",

@@ -26,7 +26,7 @@ import pytest
 
 from edgeward._pb import gateway_pb2
 from edgeward.client import login_with_stub_mailbox, verify_response
-from edgeward.devtools.ports import free_port
+from edgeward.devtools.ports import free_port, free_ports
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.runtime import EXIT_CANNOT_LISTEN
@@ -76,7 +76,7 @@ async def served_with_fd_limit(
     stub: StubBackend, tmp_path: Path, gateway_key: Signer, **extra: str
 ) -> AsyncIterator[dict[str, int]]:
     save_signer(gateway_key, tmp_path / "gateway.key")
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     env = serve_env(stub, tmp_path / "gateway.key", ports, **FLOOD_HELD_OPEN, **extra)
     command = f"ulimit -n {FD_LIMIT} && exec {shlex.quote(sys.executable)} -m edgeward serve"
     log = tmp_path / "serve.log"
@@ -137,7 +137,7 @@ async def test_a_port_in_use_is_one_line_and_status_4(stub: StubBackend, tmp_pat
     save_signer(Signer.generate(), tmp_path / "gateway.key")
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = taken.getsockname()[1]
-        ports = {name: free_port() for name in ("grpc", "public", "admin")}
+        ports = free_ports("grpc", "public", "admin")
         ports[{"public HTTP": "public", "gRPC": "grpc", "admin HTTP": "admin"}[listener]] = busy
         env = serve_env(stub, tmp_path / "gateway.key", ports, **FLOOD_HELD_OPEN)
         returncode, text = await run_to_end(["serve"], env, tmp_path)

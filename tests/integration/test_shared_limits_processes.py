@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from edgeward.client import GatewayError, error_from_rpc, login_with_stub_mailbox
-from edgeward.devtools.ports import NotListening, free_port, wait_listening
+from edgeward.devtools.ports import NotListening, free_ports, wait_listening
 from edgeward.native.crypto import Signer
 from tests.integration.conftest import EXECUTE, Device
 from tests.support.redis_server import RedisServer
@@ -77,7 +77,7 @@ def _execute(target: str, data: bytes) -> GatewayError | None:
 
 
 def test_two_gateway_processes_share_one_budget(processes: Processes, redis_server: RedisServer) -> None:
-    stub_http, stub_grpc = free_port(), free_port()
+    stub_http, stub_grpc = free_ports("stub_http", "stub_grpc").values()
     backend = {
         "EDGEWARD_BACKEND_BASE_URL": f"http://127.0.0.1:{stub_http}",
         "EDGEWARD_BACKEND_PUSH_ADDR": f"127.0.0.1:{stub_grpc}",
@@ -89,7 +89,7 @@ def test_two_gateway_processes_share_one_budget(processes: Processes, redis_serv
     )
     gateways, ports = [], [stub_http]
     for name in ("one", "two"):
-        grpc_port, public_port, admin_port = free_port(), free_port(), free_port()
+        grpc_port, public_port, admin_port = free_ports("grpc", "public", "admin").values()
         env = backend | {
             "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
             "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{public_port}",

@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from edgeward.client import login_with_stub_mailbox
-from edgeward.devtools.ports import free_port
+from edgeward.devtools.ports import free_ports
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
@@ -45,7 +45,7 @@ async def _ready(admin_port: int) -> bool:
 async def served(stub: StubBackend, tmp_path: Path) -> AsyncIterator[Served]:
     signer = Signer.generate()
     save_signer(signer, tmp_path / "gateway.key")
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     env = serve_env(stub, tmp_path / "gateway.key", ports, EDGEWARD_SHUTDOWN_GRACE_MS=str(GRACE_MS))
     log = tmp_path / "serve.log"
     proc = await spawn([sys.executable, "-m", "edgeward", "serve"], env, log)

@@ -51,7 +51,7 @@ import pytest
 
 from edgeward._pb import gateway_pb2
 from edgeward.client import error_from_rpc, login_with_stub_mailbox, verify_response
-from edgeward.devtools.ports import free_port
+from edgeward.devtools.ports import free_ports
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
@@ -117,7 +117,7 @@ async def _ready(served: Soaked) -> bool:
 async def served(stub: StubBackend, redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Soaked]:
     signer = Signer.generate()
     save_signer(signer, tmp_path / "gateway.key")
-    ports = {name: free_port() for name in ("grpc", "public", "admin")}
+    ports = free_ports("grpc", "public", "admin")
     env = serve_env(stub, tmp_path / "gateway.key", ports) | {
         "EDGEWARD_REDIS_URL": redis_server.url,
         "EDGEWARD_WORKERS": "1",  # one gateway in this very process: with Redis the default is one per CPU

@@ -27,7 +27,7 @@ import pytest
 
 from edgeward.client import AuthError, EdgewardClient, confirm_email_code, read_stub_mailbox, send_email_code
 from edgeward.config import ConfigError
-from edgeward.devtools.ports import free_port, wait_listening
+from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.gateway.server import Gateway
 from edgeward.gateway.settings import GatewaySettings
 from edgeward.native.crypto import Signer
@@ -235,11 +235,11 @@ async def test_commands_reach_an_https_backend_with_the_ca_bundle_and_client_cer
 @pytest.mark.asyncio(loop_factories=["asyncio"])  # a process of its own: one run is enough
 async def test_sighup_to_edgeward_serve_re_reads_the_certificate(stub: StubBackend, tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
-    grpc_port, public_port = free_port(), free_port()
+    grpc_port, public_port, admin_port = free_ports("grpc", "public", "admin").values()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
         "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{public_port}",
-        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+        "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{admin_port}",
         "EDGEWARD_BACKEND_BASE_URL": stub.base_url,
         "EDGEWARD_BACKEND_PUSH_ADDR": stub.push_addr,
         "EDGEWARD_WORKERS": "1",  # run_gateway itself, not a supervisor's rolling restart

@@ -27,7 +27,7 @@ import grpc
 import pytest
 
 from edgeward.client import CHANNEL_OPTIONS, GatewayError, error_from_rpc, login_with_stub_mailbox
-from edgeward.devtools.ports import free_port
+from edgeward.devtools.ports import free_ports
 from edgeward.native.crypto import Signer
 from edgeward.native.keys import save_signer
 from edgeward.stub import StubBackend
@@ -94,7 +94,7 @@ async def start_host(stub: StubBackend, redis_server: RedisServer, tmp_path: Pat
 
     async def start(**extra: str) -> Host:
         save_signer(Signer.generate(), tmp_path / "gateway.key")
-        ports = {name: free_port() for name in ("grpc", "public", "admin")}
+        ports = free_ports("grpc", "public", "admin")
         env = serve_env(stub, tmp_path / "gateway.key", ports) | {
             "EDGEWARD_REDIS_URL": redis_server.url,
             "EDGEWARD_WORKERS": "2",
@@ -306,12 +306,13 @@ async def test_a_port_held_by_another_program_stops_the_workers_with_status_4(tm
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
+        public_port, admin_port = free_ports("public", "admin").values()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWARD_")} | {
             "EDGEWARD_WORKERS": "2",
             "EDGEWARD_REDIS_URL": "redis://127.0.0.1:1/0",  # never reached: the workers stop at the bind
             "EDGEWARD_GRPC_ADDR": f"127.0.0.1:{port}",
-            "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{free_port()}",
-            "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+            "EDGEWARD_PUBLIC_HTTP_ADDR": f"127.0.0.1:{public_port}",
+            "EDGEWARD_ADMIN_HTTP_ADDR": f"127.0.0.1:{admin_port}",
         }
         log = tmp_path / "serve.log"
         proc = await spawn([SETSID, sys.executable, "-m", "edgeward", "serve"], env, log)

@@ -7,12 +7,13 @@ exits while it is awaited fails the wait at once, with its exit status, instead 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
 from typing import Any
 
-__all__ = ("NotListening", "free_port", "is_listening", "wait_listening")
+__all__ = ("NotListening", "free_port", "free_ports", "is_listening", "wait_listening")
 
 _WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -22,10 +23,24 @@ class NotListening(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago. For several at once, ``free_ports``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(*names: str) -> dict[str, int]:
+    """Distinct TCP ports on 127.0.0.1, one per name, each free a moment ago.
+
+    All are bound before any is released: ports picked one after another may repeat (the kernel
+    may hand a port just released out again), and a process given the same port for two
+    listeners then fails to start ("address already in use").
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in names]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return {name: int(sock.getsockname()[1]) for name, sock in zip(names, sockets, strict=True)}
 
 
 def is_listening(port: int, host: str = "127.0.0.1") -> bool:
