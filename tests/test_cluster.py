@@ -163,14 +163,32 @@ def assign(cluster: RedisCluster, slot: int, port: int) -> None:
 
 async def wait_owner(cluster: RedisCluster, slot: int, port: int) -> None:
     """Until every running node names ``port`` as the slot's master (gossip spreads it)."""
+    views: dict[int, set[int]] = {}
+    try:
+        async with asyncio.timeout(FAILOVER_DEADLINE_S):
+            while True:
+                for node in cluster.running():
+                    ranges = command(node, "CLUSTER", "SLOTS")
+                    assert isinstance(ranges, list), ranges
+                    views[node] = {master for start, end, (_, master, *_), *_ in ranges if start <= slot <= end}
+                if set().union(*views.values()) == {port}:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"slot {slot}: not all nodes name {port} its master; node -> master: {views}") from None
+
+
+def cluster_info(port: int) -> dict[str, str]:
+    answer = command(port, "CLUSTER", "INFO")
+    assert isinstance(answer, bytes)
+    return dict(line.split(":", 1) for line in answer.decode().split() if ":" in line)
+
+
+async def wait_epoch_known(port: int, other: int) -> None:
+    """Until the node on ``port`` has learnt the config epoch of the node on ``other``."""
     async with asyncio.timeout(FAILOVER_DEADLINE_S):
         while True:
-            views = set()
-            for node in cluster.running():
-                ranges = command(node, "CLUSTER", "SLOTS")
-                assert isinstance(ranges, list), ranges
-                views |= {master for start, end, (_, master, *_), *_ in ranges if start <= slot <= end}
-            if views == {port}:
+            if int(cluster_info(port)["cluster_current_epoch"]) >= int(cluster_info(other)["cluster_my_epoch"]):
                 return
             await asyncio.sleep(0.05)
 
@@ -206,6 +224,10 @@ async def moving_slot(cluster: RedisCluster, slot: int) -> AsyncIterator[SlotMov
             for key in keys if isinstance(keys, list) else []:
                 command(port, "DEL", key)
         if move.finished:  # back through IMPORTING, so the old owner bumps its epoch and wins
+            # Once it knows the new owner's epoch: a bump from an older current epoch can end on the
+            # same epoch as the new owner's, and the replicas, which learn owners by gossip, keep a
+            # slot's owner against a claim of an equal epoch (seen once: wait_owner timed out).
+            await wait_epoch_known(move.source, move.target)
             move.start(move.target, move.source)
             assign(cluster, slot, move.source)
         else:
