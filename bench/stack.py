@@ -1,22 +1,28 @@
 """The local stack the end-to-end benchmarks run: processes, ports, cores and the gateway's key.
 
-Shared by ``bench.e2e`` and ``bench.push``. Where the machine has two or more cores the measured
-server runs alone on core 0 and everything else (load generators, the stub backend, Redis, the
-benchmark itself) on core 1, so what is measured is not disturbed by its neighbours.
+Shared by every end-to-end benchmark, which starts its Redis and stub backend with
+``redis_and_stub`` (or the stub alone with ``stub_backend``). Where the machine has two or more
+cores the measured server runs alone on core 0 and everything else (load generators, the stub
+backend, Redis, the benchmark itself) on core 1, so what is measured is not disturbed by its
+neighbours.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.devtools.processes import stop_all
 from edgeward.files import atomic_write
+from tests.support.redis_server import RedisServer
 
 __all__ = (
     "BUDGETS_NEVER_REFUSE",
@@ -26,7 +32,9 @@ __all__ = (
     "Stub",
     "move_to_other_cores",
     "on_server_core",
+    "redis_and_stub",
     "stop",
+    "stub_backend",
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +97,26 @@ class Stub:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
+
+
+@contextlib.contextmanager
+def stub_backend(name: str) -> Iterator[Stub]:
+    """A started stub backend, its key file in a new temporary directory (``edgeward-<name>-…``); stopped after."""
+    stub = Stub(Path(tempfile.mkdtemp(prefix=f"edgeward-{name}-")))
+    try:
+        stub.start()
+        yield stub
+    finally:
+        stub.stop()
+
+
+@contextlib.contextmanager
+def redis_and_stub(name: str) -> Iterator[tuple[RedisServer, Stub]]:
+    """A private redis-server on a free port and a started ``stub_backend``; both stopped after."""
+    redis = RedisServer()
+    redis.start()
+    try:
+        with stub_backend(name) as stub:
+            yield redis, stub
+    finally:
+        redis.close()

@@ -33,7 +33,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,15 +48,14 @@ from bench.stack import (
     GATEWAY_SEED,
     ROOT,
     SERVER_CORE,
-    Stub,
     move_to_other_cores,
     on_server_core,
+    redis_and_stub,
     stop,
 )
 from edgeward.client import build_signed_request
 from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native import _crypto_c
-from tests.support.redis_server import RedisServer
 
 PAYLOAD = b'{"n":42,"text":"' + b"x" * 120 + b'"}'
 _IN_PLACE_NAMES = {
@@ -192,15 +190,11 @@ def main() -> int:
     args = parser.parse_args()
     move_to_other_cores()  # inherited by Redis, the stub and the load generator
 
-    redis = RedisServer()
-    redis.start()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-e2e-")))
-    env = stub.env | {
-        "EDGEWARD_REDIS_URL": redis.url,
-        **BUDGETS_NEVER_REFUSE,
-    }
-    try:
-        stub.start()
+    with redis_and_stub("e2e") as (redis, stub):
+        env = stub.env | {
+            "EDGEWARD_REDIS_URL": redis.url,
+            **BUDGETS_NEVER_REFUSE,
+        }
         public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
         runs: dict[str, Runs] = {name: [] for name in (*_SERVERS, *STAGES)}
         for _ in range(args.rounds):
@@ -215,9 +209,6 @@ def main() -> int:
             runs["pure"].append(_run_gateway(args, env, pure=True, public_key_hex=public_key_hex))
         verify_us, sign_us = _raw_crypto_us()
         stages = _stage_breakdown(args, stub.base_url, redis.url)
-    finally:
-        stub.stop()
-        redis.close()
     return _report(args, runs, verify_us, sign_us, stages)
 
 

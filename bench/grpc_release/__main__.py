@@ -36,16 +36,22 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.e2e.__main__ import _loadgen
-from bench.stack import BUDGETS_NEVER_REFUSE, GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
+from bench.stack import (
+    BUDGETS_NEVER_REFUSE,
+    GATEWAY_SEED,
+    ROOT,
+    move_to_other_cores,
+    on_server_core,
+    redis_and_stub,
+    stop,
+)
 from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native import _crypto_c
-from tests.support.redis_server import RedisServer
 
 SERVERS = ("echo", "echo-flags", "gateway")
 
@@ -153,16 +159,12 @@ def main() -> int:
     move_to_other_cores()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    redis = RedisServer()
-    redis.start()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-grpc-release-")))
-    env = stub.env | {
-        "EDGEWARD_REDIS_URL": redis.url,
-        **BUDGETS_NEVER_REFUSE,
-    }
     public_key_hex = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
-    try:
-        stub.start()
+    with redis_and_stub("grpc-release") as (redis, stub):
+        env = stub.env | {
+            "EDGEWARD_REDIS_URL": redis.url,
+            **BUDGETS_NEVER_REFUSE,
+        }
         for rnd in range(args.rounds):
             shift = rnd % len(cands)
             for cand in cands[shift:] + cands[:shift]:
@@ -186,9 +188,6 @@ def main() -> int:
                     f"{result['requests_per_s']:6.0f} req/s  load {result['load1']:.2f}",
                     flush=True,
                 )
-    finally:
-        stub.stop()
-        redis.close()
     _summary(cands)
     return 0
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,7 @@ from bench.budgets import BUDGETS
 from bench.latency import servers
 from bench.latency.plot import draw
 from bench.spread import Spread
-from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, SERVER_CORE, Stub, move_to_other_cores
-from tests.support.redis_server import RedisServer
+from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, SERVER_CORE, Stub, move_to_other_cores, redis_and_stub
 
 BUDGET_PERCENT = 50
 _KINDS = ("gateway", "echo")  # at every rate
@@ -107,21 +105,14 @@ def main() -> int:
     percents = sorted({int(p) for p in args.percents.split(",")} | {BUDGET_PERCENT})
     move_to_other_cores()  # inherited by Redis, the stub and the load generators
 
-    redis = RedisServer()
-    redis.start()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-latency-")))
-    env = open_loop_env(stub, redis.url, args.max_pending_calls)
-    try:
-        stub.start()
+    with redis_and_stub("latency") as (redis, stub):
+        env = open_loop_env(stub, redis.url, args.max_pending_calls)
         saturation = _saturation(args, env)
         runs: dict[int, dict[str, list[dict[str, Any]]]] = {p: {kind: [] for kind in _kinds(p)} for p in percents}
         for _ in range(args.rounds):
             for percent in percents:
                 for kind in _kinds(percent):
                     runs[percent][kind].append(_paced(args, env, kind, saturation["requests_per_s"] * percent / 100))
-    finally:
-        stub.stop()
-        redis.close()
     return _report(args, saturation, runs)
 
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import tempfile
 import urllib.request
-from pathlib import Path
 
 from bench.latency import servers
 from bench.latency.__main__ import _loadgen, open_loop_env
-from bench.stack import Stub, move_to_other_cores
-from tests.support.redis_server import RedisServer
+from bench.stack import move_to_other_cores, redis_and_stub
 
 _COUNTED = re.compile(r'^edgeward_requests_total\{outcome="([^"]+)",rpc="ExecuteCommand"\} (\S+)$', re.M)
 
@@ -38,11 +35,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     args = parser.parse_args()
     move_to_other_cores()
-    redis = RedisServer()
-    redis.start()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-shedding-")))
-    try:
-        stub.start()
+    with redis_and_stub("shedding") as (redis, stub):
         for pending in (int(value) for value in args.max_pending_calls.split(",")):
             with servers.gateway(open_loop_env(stub, redis.url, pending)) as server:
                 run = _loadgen(
@@ -53,9 +46,6 @@ def main() -> None:
                 f"max pending {pending:>7}: offered {args.rate:.0f}/s, most in flight {run['max_in_flight']}, "
                 f"failed (measured window) {run['failure_codes'] or 0}; counted by the gateway (warm-up too) {counted}"
             )
-    finally:
-        stub.stop()
-        redis.close()
 
 
 if __name__ == "__main__":

@@ -22,11 +22,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop
+from bench.stack import GATEWAY_SEED, ROOT, Stub, move_to_other_cores, on_server_core, stop, stub_backend
 from edgeward.devtools.ports import free_ports, wait_listening
 from edgeward.native import _crypto_c
 
@@ -88,12 +87,8 @@ def main() -> int:
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "push.json"))
     args = parser.parse_args()
     move_to_other_cores()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-push-")))
-    try:
-        stub.start()
+    with stub_backend("push") as stub:
         results = {twin: _run(args, stub, pure=twin == "pure") for twin in ("native", "pure")}
-    finally:
-        stub.stop()
     _print(results)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
 from bench.e2e.__main__ import _run_gateway
-from bench.stack import BUDGETS_NEVER_REFUSE, GATEWAY_SEED, Stub, move_to_other_cores
+from bench.stack import BUDGETS_NEVER_REFUSE, GATEWAY_SEED, move_to_other_cores, redis_and_stub
 from edgeward.native import _crypto_c
-from tests.support.redis_server import RedisServer
 
 
 def main() -> None:
@@ -37,24 +34,20 @@ def main() -> None:
     args = parser.parse_args()
     move_to_other_cores()
 
-    redis = RedisServer()
-    redis.start()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-rt-")))
-    base = stub.env | {
-        "EDGEWARD_REDIS_URL": redis.url,
-        **BUDGETS_NEVER_REFUSE,
-        # The load generator logs in the same mailboxes every run; Redis keeps the public limits.
-        "EDGEWARD_PUBLIC_LIMIT_IP": "off",
-        "EDGEWARD_PUBLIC_LIMIT_EMAIL": "off",
-        "EDGEWARD_PUBLIC_LIMIT_CHALLENGE": "off",
-    }
-    envs = {
-        "one-trip": base | {"EDGEWARD_LIMITER_REDIS_URL": redis.url},
-        "two-step": base | {"EDGEWARD_LIMITER_REDIS_URL": f"redis://localhost:{redis.port}/0"},
-    }
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in envs}
-    try:
-        stub.start()
+    with redis_and_stub("rt") as (redis, stub):
+        base = stub.env | {
+            "EDGEWARD_REDIS_URL": redis.url,
+            **BUDGETS_NEVER_REFUSE,
+            # The load generator logs in the same mailboxes every run; Redis keeps the public limits.
+            "EDGEWARD_PUBLIC_LIMIT_IP": "off",
+            "EDGEWARD_PUBLIC_LIMIT_EMAIL": "off",
+            "EDGEWARD_PUBLIC_LIMIT_CHALLENGE": "off",
+        }
+        envs = {
+            "one-trip": base | {"EDGEWARD_LIMITER_REDIS_URL": redis.url},
+            "two-step": base | {"EDGEWARD_LIMITER_REDIS_URL": f"redis://localhost:{redis.port}/0"},
+        }
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in envs}
         key = _crypto_c.Signer(GATEWAY_SEED).public_key.hex()
         for round_no in range(args.rounds):
             order = list(envs) if round_no % 2 == 0 else list(reversed(envs))
@@ -68,9 +61,6 @@ def main() -> None:
                 f"{one['requests_per_s']:7.0f}",
                 flush=True,
             )
-    finally:
-        stub.stop()
-        redis.close()
     pairs = list(zip(runs["one-trip"], runs["two-step"], strict=True))
     print(f"\nconcurrency {args.concurrency}, {args.requests} requests per run, {args.rounds} rounds each")
     cpu = sorted(one["cpu_us_per_request"] / two["cpu_us_per_request"] for one, two in pairs)

@@ -20,16 +20,14 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, Stub, stop
+from bench.stack import BUDGETS_NEVER_REFUSE, ROOT, redis_and_stub, stop
 from edgeward.devtools.ports import free_ports, wait_listening
-from tests.support.redis_server import RedisServer
 
 _CONFIGS = (("native", 1), ("native", 2), ("pure", 1), ("pure", 2))
 
@@ -92,26 +90,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "workers.json"))
     args = parser.parse_args()
-    redis = RedisServer()
-    redis.start()
-    stub = Stub(Path(tempfile.mkdtemp(prefix="edgeward-workers-")))
-    env = stub.env | {
-        "EDGEWARD_REDIS_URL": redis.url,
-        "EDGEWARD_LIMITER_REDIS_URL": redis.url,  # the same limiter with 1 worker as with 2
-        **BUDGETS_NEVER_REFUSE,
-        "EDGEWARD_PUBLIC_LIMIT_IP": "off",  # every run logs its sessions in from this one address
-    }
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {config: [] for config in _CONFIGS}
-    try:
-        stub.start()
+    with redis_and_stub("workers") as (redis, stub):
+        env = stub.env | {
+            "EDGEWARD_REDIS_URL": redis.url,
+            "EDGEWARD_LIMITER_REDIS_URL": redis.url,  # the same limiter with 1 worker as with 2
+            **BUDGETS_NEVER_REFUSE,
+            "EDGEWARD_PUBLIC_LIMIT_IP": "off",  # every run logs its sessions in from this one address
+        }
         assert stub.proc is not None and redis.proc is not None
         others = [stub.proc.pid, redis.proc.pid]
         for _ in range(args.rounds):
             for config, results in runs.items():
                 results.append(_run(args, env, config, others))
-    finally:
-        stub.stop()
-        redis.close()
     best = {config: max(results, key=lambda r: r["requests_per_s"]) for config, results in runs.items()}
     cores = len(os.sched_getaffinity(0))
     print(
